@@ -1,0 +1,208 @@
+"""The wire contract: every event the pipeline reads or writes.
+
+These pydantic models are the single source of truth; `schemas/*.json` are generated from
+them (`pipeline schemas`) and a test fails when the two drift. Producers in other languages
+code against those JSON Schemas, so every change here is a contract change: add optional
+fields freely, never rename or repurpose one without bumping `SCHEMA_VERSION`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+
+#: Header carrying the request id on replies (and accepted on requests).
+CORRELATION_HEADER = "correlation_id"
+
+
+class ErrorCode(StrEnum):
+    """Machine-readable reasons carried by error replies and dead-letter records."""
+
+    # Input that never reached a provider.
+    INVALID_JSON = "invalid_json"
+    SCHEMA_INVALID = "schema_invalid"
+    TOO_LARGE = "too_large"
+    REPLY_TOPIC_NOT_ALLOWED = "reply_topic_not_allowed"
+    UNKNOWN_MODEL = "unknown_model"
+    NO_ROUTE = "no_route"
+    # Provider outcomes (per attempt, and for the final reply when every candidate failed).
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    CONTEXT_WINDOW_EXCEEDED = "context_window_exceeded"
+    CONTENT_POLICY = "content_policy"
+    AUTH_ERROR = "auth_error"
+    BAD_REQUEST = "bad_request"
+    MALFORMED_RESPONSE = "malformed_response"
+    PROVIDER_ERROR = "provider_error"
+    ALL_CANDIDATES_FAILED = "all_candidates_failed"
+    INTERNAL_ERROR = "internal_error"
+
+
+class _Event(BaseModel):
+    """Base of every event: unknown fields are rejected so typos surface as errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChatMessage(BaseModel):
+    """One OpenAI-format chat message. Extra keys (name, tool_call_id, ...) pass through."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+NonEmptyStr = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class CompletionRequest(_Event):
+    """A completion request published by an upstream service to the requests topic."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "order-42-summary",
+                    "task_type": "summarize",
+                    "messages": [{"role": "user", "content": "Summarise: ..."}],
+                    "tenant": "acme",
+                }
+            ]
+        },
+    )
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: NonEmptyStr = Field(description="Caller-chosen id; the idempotency key and correlation id.")
+    task_type: NonEmptyStr = Field(description="What the request is for; selects the route in config/routing.yaml.")
+    messages: list[ChatMessage] = Field(min_length=1, description="OpenAI chat format; must not be empty.")
+    tenant: NonEmptyStr = "default"
+    model: NonEmptyStr | None = Field(
+        default=None, description="A catalog model name; when set, task routing is skipped."
+    )
+    max_cost_usd: float | None = Field(default=None, gt=0, description="Ceiling on this request's cost.")
+    max_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    reply_to: NonEmptyStr | None = Field(
+        default=None, description="Reply topic; must match the worker's allowed reply topic pattern."
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Echoed back unchanged in the reply.")
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ReplyError(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: ErrorCode
+    message: str
+
+
+class AttemptOutcome(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+
+
+class Attempt(BaseModel):
+    """One provider call made for a request (the fallback chain makes several)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    provider: str
+    outcome: AttemptOutcome
+    error_code: ErrorCode | None = None
+    latency_ms: float
+
+
+class ReplyStatus(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+
+
+class CompletionReply(_Event):
+    """The answer to one request, published to its `reply_to` (or the default reply topic)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: str
+    status: ReplyStatus
+    content: str | None = None
+    model: str | None = Field(default=None, description="Catalog name of the model that answered.")
+    provider: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    attempts: list[Attempt] = Field(default_factory=list)
+    error: ReplyError | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def _new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UsageEvent(_Event):
+    """One provider call attempt (failed ones included), for cost accounting in ClickHouse."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str = Field(default_factory=_new_event_id, description="Minted before the call; dedup key.")
+    request_id: str
+    tenant: str
+    task_type: str
+    model: str
+    provider: str
+    status: AttemptOutcome
+    error_code: ErrorCode | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    attempt: int = Field(ge=1, description="1-based position of this call within the request.")
+    is_fallback: bool = False
+    ts: datetime = Field(default_factory=_now)
+
+    @field_validator("ts")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+#: Every public event, by the file name of its generated schema.
+PUBLIC_EVENTS: dict[str, type[BaseModel]] = {
+    "completion_request": CompletionRequest,
+    "completion_reply": CompletionReply,
+    "usage_event": UsageEvent,
+}
+
+
+class DeadLetterHeader(StrEnum):
+    """Headers on a dead-letter record; its value is the original message bytes, unchanged."""
+
+    REASON = "dlq_reason"
+    DETAIL = "dlq_detail"
+    SOURCE_TOPIC = "dlq_source_topic"
+    SOURCE_PARTITION = "dlq_source_partition"
+    SOURCE_OFFSET = "dlq_source_offset"
+    REQUEST_ID = "dlq_request_id"
+    FAILED_AT = "dlq_failed_at"

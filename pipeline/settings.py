@@ -1,0 +1,71 @@
+"""All runtime settings in one place, each overridable from the environment.
+
+Most variables carry the `PIPELINE_` prefix; the few that operators already know by
+another name (`KAFKA_BOOTSTRAP_SERVERS`, `CLICKHOUSE_URL`, `REDIS_URL`) are read as-is.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "llm-pipeline"
+
+
+def _default_clickhouse_url() -> str:
+    return f"chdb://{_default_data_dir() / 'chdb'}"
+
+
+def _env(name: str) -> AliasChoices:
+    """Accept both the bare operator-facing name and the prefixed one."""
+    return AliasChoices(name, f"PIPELINE_{name}")
+
+
+class Settings(BaseSettings):
+    """Worker, sink and CLI settings. Construct with keywords in code, env vars in deployment."""
+
+    model_config = SettingsConfigDict(env_prefix="PIPELINE_", populate_by_name=True, frozen=True, extra="ignore")
+
+    # Kafka
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
+    kafka_client_id: str = "llm-pipeline"
+    kafka_fetch_max_wait_ms: int = Field(
+        500, description="Lower it (e.g. 5) against brokers that hold fetches until the wait expires."
+    )
+    consumer_group: str = "llm-pipeline-workers"
+    usage_consumer_group: str = "llm-pipeline-usage-sink"
+    topic_requests: str = "llm.requests"
+    topic_replies: str = "llm.replies"
+    topic_usage: str = "llm.usage"
+    topic_dlq: str = "llm.requests.dlq"
+    topic_usage_dlq: str = "llm.usage.dlq"
+    allowed_reply_topics: str = Field(
+        "llm.replies*", description="Comma-separated glob patterns a request's reply_to must match."
+    )
+    create_topics: bool = Field(True, description="Create missing topics at start-up.")
+    topic_partitions: int = 4
+    max_message_bytes: int = Field(1024 * 1024, description="Larger requests go to the DLQ as too_large.")
+    worker_concurrency: int = Field(16, ge=1, description="Requests processed at once by one worker.")
+
+    # ClickHouse
+    clickhouse_url: str = Field(default_factory=_default_clickhouse_url, validation_alias=_env("CLICKHOUSE_URL"))
+    clickhouse_database: str = Field("llm", validation_alias=_env("CLICKHOUSE_DATABASE"))
+    clickhouse_user: str = Field("default", validation_alias=_env("CLICKHOUSE_USER"))
+    clickhouse_password: SecretStr = Field(SecretStr(""), validation_alias=_env("CLICKHOUSE_PASSWORD"))
+    usage_batch_size: int = 5000
+    usage_flush_interval_s: float = 2.0
+
+    # Shared state (later issues); None means in-process state for a single worker.
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+
+    # Configuration files and providers
+    config_dir: Path = Field(Path("config"), validation_alias=_env("CONFIG_DIR"))
+    provider_timeout_s: float = Field(60.0, description="Per-attempt timeout of one provider call.")
+
+    def reply_topic_allowed(self, topic: str) -> bool:
+        return any(fnmatch.fnmatchcase(topic, p.strip()) for p in self.allowed_reply_topics.split(",") if p.strip())

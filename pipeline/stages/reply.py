@@ -1,0 +1,106 @@
+"""Reply and record stages: the CompletionReply for the caller and one UsageEvent per attempt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.contracts import (
+    Attempt,
+    AttemptOutcome,
+    CompletionReply,
+    CompletionRequest,
+    ErrorCode,
+    ReplyError,
+    ReplyStatus,
+    Usage,
+    UsageEvent,
+)
+from pipeline.stages.call import AttemptResult, CallOutcome
+
+
+def error_reply(
+    request_id: str, code: ErrorCode, message: str, *, metadata: dict[str, Any] | None = None, **fields: Any
+) -> CompletionReply:
+    return CompletionReply(
+        request_id=request_id,
+        status=ReplyStatus.ERROR,
+        error=ReplyError(code=code, message=message),
+        metadata=metadata or {},
+        **fields,
+    )
+
+
+def _attempt(a: AttemptResult) -> Attempt:
+    return Attempt(
+        model=a.spec.name,
+        provider=a.spec.provider,
+        outcome=AttemptOutcome.OK if a.ok else AttemptOutcome.ERROR,
+        error_code=None if a.ok else a.error.code,  # type: ignore[union-attr]
+        latency_ms=round(a.latency_ms, 3),
+    )
+
+
+def build_reply(request: CompletionRequest, outcome: CallOutcome, latency_ms: float) -> CompletionReply:
+    """Success carries the answer; failure names the last error and lists every attempt."""
+    attempts = [_attempt(a) for a in outcome.attempts]
+    cost = sum(a.cost_usd for a in outcome.attempts)
+    answer = outcome.answer
+    if answer is not None and answer.response is not None:
+        r = answer.response
+        return CompletionReply(
+            request_id=request.request_id,
+            status=ReplyStatus.OK,
+            content=r.content,
+            model=answer.spec.name,
+            provider=answer.spec.provider,
+            usage=Usage(
+                prompt_tokens=r.prompt_tokens,
+                completion_tokens=r.completion_tokens,
+                total_tokens=r.prompt_tokens + r.completion_tokens,
+            ),
+            cost_usd=cost,
+            latency_ms=round(latency_ms, 3),
+            attempts=attempts,
+            metadata=request.metadata,
+        )
+    last = outcome.attempts[-1].error if outcome.attempts else None
+    if last is not None and len(outcome.attempts) == 1:
+        code, message = last.code, f"{outcome.attempts[0].spec.name}: {last.message}"
+    else:
+        code = ErrorCode.ALL_CANDIDATES_FAILED
+        message = "; ".join(f"{a.spec.name}: {a.error.code.value}" for a in outcome.attempts if a.error)
+        if last is not None:
+            message += f" (last error: {last.message})"
+    return error_reply(
+        request.request_id, code, message, metadata=request.metadata, cost_usd=cost,
+        latency_ms=round(latency_ms, 3), attempts=attempts,
+    )
+
+
+def usage_events(request: CompletionRequest, outcome: CallOutcome) -> list[UsageEvent]:
+    """One event per attempt; attempts after the first are fallbacks."""
+    events = []
+    for a in outcome.attempts:
+        prompt = a.response.prompt_tokens if a.response else 0
+        completion = a.response.completion_tokens if a.response else 0
+        events.append(
+            UsageEvent(
+                event_id=a.event_id,
+                request_id=request.request_id,
+                tenant=request.tenant,
+                task_type=request.task_type,
+                model=a.spec.name,
+                provider=a.spec.provider,
+                status=AttemptOutcome.OK if a.ok else AttemptOutcome.ERROR,
+                error_code=None if a.ok else a.error.code,  # type: ignore[union-attr]
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                total_tokens=prompt + completion,
+                cost_usd=a.cost_usd,
+                latency_ms=round(a.latency_ms, 3),
+                attempt=a.number,
+                is_fallback=a.number > 1,
+                ts=a.started_at,
+            )
+        )
+    return events

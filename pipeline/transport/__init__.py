@@ -1,0 +1,1 @@
+"""Edges to the outside world (Kafka, ClickHouse, LLM providers), each behind one small interface."""

@@ -1,0 +1,132 @@
+"""Wiring: a FastStream Kafka broker whose subscribers drive the request handler and usage sink."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaMessage
+
+from pipeline.catalog import Catalog, load_catalog
+from pipeline.settings import Settings
+from pipeline.transport.clickhouse import ClickHouseUsageStore, UsageStore
+from pipeline.transport.kafka import BrokerPublisher, build_broker, ensure_topics, pipeline_topics
+from pipeline.transport.llm import LiteLLMProvider, ProviderClient
+from pipeline.worker.handler import RequestHandler
+from pipeline.worker.records import SourceRecord
+from pipeline.worker.usage_sink import UsageSink
+
+log = logging.getLogger(__name__)
+
+
+def _record(raw: Any) -> SourceRecord:
+    """aiokafka ConsumerRecord -> SourceRecord."""
+    return SourceRecord(
+        topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+        value=raw.value,
+        key=raw.key,
+        headers={k: v for k, v in (raw.headers or ())},
+    )
+
+
+def _raw_body(msg: Any) -> bytes:
+    """Skip FastStream's JSON decoding: the validate stage owns the bytes and their errors."""
+    return msg.body
+
+
+@dataclass
+class Worker:
+    """A running worker: request consumers, and optionally the usage sink, on one broker."""
+
+    settings: Settings
+    broker: KafkaBroker
+    store: UsageStore | None = None
+    _owned_store: ClickHouseUsageStore | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        if self.settings.create_topics:
+            await ensure_topics(
+                self.settings.kafka_bootstrap_servers,
+                pipeline_topics(self.settings),
+                partitions=self.settings.topic_partitions,
+            )
+        if self._owned_store is not None:
+            applied = await self._owned_store.migrate()
+            if applied:
+                log.info("applied ClickHouse migrations %s", applied)
+        await self.broker.start()
+        log.info("worker consuming %s as group %s", self.settings.topic_requests, self.settings.consumer_group)
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        if self._owned_store is not None:
+            self._owned_store.close()
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def create_worker(
+    settings: Settings,
+    *,
+    catalog: Catalog | None = None,
+    provider: ProviderClient | None = None,
+    store: UsageStore | None = None,
+    with_requests: bool = True,
+    with_sink: bool = True,
+) -> Worker:
+    """Build a worker from settings. Pass `store` to share one ClickHouse engine in-process."""
+    current = catalog or load_catalog(settings.config_dir)
+    broker = build_broker(settings)
+    publisher = BrokerPublisher(broker)
+    owned: ClickHouseUsageStore | None = None
+    if with_sink and store is None:
+        store = owned = ClickHouseUsageStore.from_settings(settings)
+
+    if with_requests:
+        handler = RequestHandler(settings, lambda: current, provider or LiteLLMProvider(), publisher)
+        partitions = max(1, settings.topic_partitions)
+
+        @broker.subscriber(
+            settings.topic_requests,
+            group_id=settings.consumer_group,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            max_workers=max(1, min(settings.worker_concurrency, partitions)),
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            decoder=_raw_body,
+            title="requests",
+            description="CompletionRequest events from upstream services.",
+        )
+        async def on_request(body: bytes, msg: KafkaMessage) -> None:
+            await handler.handle(_record(msg.raw_message))
+
+    if with_sink:
+        assert store is not None
+        sink = UsageSink(store, publisher, settings.topic_usage_dlq)
+
+        @broker.subscriber(
+            settings.topic_usage,
+            group_id=settings.usage_consumer_group,
+            auto_offset_reset="earliest",
+            batch=True,
+            max_records=settings.usage_batch_size,
+            batch_timeout_ms=int(settings.usage_flush_interval_s * 1000),
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            decoder=_raw_body,
+            title="usage-sink",
+            description="UsageEvent batches written to ClickHouse.",
+        )
+        async def on_usage(body: Any, msg: KafkaMessage) -> None:
+            await sink.write_batch([_record(r) for r in msg.raw_message])
+
+    return Worker(settings=settings, broker=broker, store=store, _owned_store=owned)
