@@ -1,0 +1,301 @@
+"""The HTTP server: provider endpoints, fault injection, request log, control API.
+
+A real socket server (not a mock transport) so LiteLLM's own provider code,
+HTTP clients, timeouts and exception mapping are exercised end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from pipeline.simulator import wire
+from pipeline.simulator.faults import RUNTIME_FIELDS, Decision, FaultBook, FaultRule, SimulatorConfig
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Request headers worth keeping for correlation; credentials are never in this list.
+LOGGED_HEADERS: tuple[str, ...] = ("x-request-id", "x-pipeline-request-id", "anthropic-version", "user-agent")
+_RULES = TypeAdapter(list[FaultRule])
+
+
+def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
+
+
+def _bad(message: str) -> web.Response:
+    return _json({"error": message}, status=400)
+
+
+class ProviderSimulator:
+    """OpenAI/Anthropic/Ollama look-alike on a real port; ``async with`` starts and stops it."""
+
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config or SimulatorConfig()
+        self.book = FaultBook(self.config.rules, seed=self.config.seed)
+        self._jitter = random.Random(f"jitter-{self.config.seed}")
+        self._log: deque[dict[str, Any]] = deque(maxlen=self.config.request_log_size)
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._seq = 0
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self.app = self._build_app()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("simulator not started")
+        return self._url
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Bind (port 0 = any free port) and return the base URL."""
+        self._closing = asyncio.Event()
+        # handler_cancellation: a client that times out must not leave a hang behind.
+        runner = web.AppRunner(self.app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runner = runner
+        bound_port = runner.addresses[0][1]
+        self._url = f"http://{host}:{bound_port}"
+        return self._url
+
+    async def stop(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> ProviderSimulator:
+        if self._runner is None:
+            await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ in-process access
+
+    def requests(self, since: int = 0) -> list[dict[str, Any]]:
+        return [entry for entry in self._log if entry["seq"] > since]
+
+    def clear_requests(self) -> None:
+        self._log.clear()
+        self._counts.clear()
+
+    def stats(self) -> dict[str, Any]:
+        by_model: dict[str, dict[str, int]] = {}
+        by_outcome: Counter[str] = Counter()
+        for (model, outcome), n in self._counts.items():
+            by_model.setdefault(model, {})[outcome] = n
+            by_outcome[outcome] += n
+        return {"total": sum(by_outcome.values()), "by_model": by_model, "by_outcome": dict(by_outcome)}
+
+    def configure(self, **changes: Any) -> SimulatorConfig:
+        """Apply runtime changes (validated); raises ``ValueError``/``ValidationError``."""
+        unknown = set(changes) - RUNTIME_FIELDS
+        if unknown:
+            raise ValueError(f"not changeable at runtime: {sorted(unknown)}")
+        self.config = SimulatorConfig.model_validate({**self.config.model_dump(), **changes})
+        return self.config
+
+    # ------------------------------------------------------------------ app
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        for path, api in (("/v1/chat/completions", "openai"), ("/chat/completions", "openai"),
+                          ("/v1/messages", "anthropic"), ("/api/generate", "ollama"), ("/api/chat", "ollama")):
+            app.router.add_post(path, self._provider_handler(api))
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/models", self._openai_models)
+        app.router.add_get("/api/tags", self._ollama_tags)
+        app.router.add_get("/_sim/requests", self._get_requests)
+        app.router.add_delete("/_sim/requests", self._delete_requests)
+        app.router.add_get("/_sim/rules", self._get_rules)
+        app.router.add_put("/_sim/rules", self._put_rules)
+        app.router.add_post("/_sim/rules", self._post_rule)
+        app.router.add_delete("/_sim/rules", self._delete_rules)
+        app.router.add_get("/_sim/config", self._get_config)
+        app.router.add_patch("/_sim/config", self._patch_config)
+        app.router.add_get("/_sim/stats", self._get_stats)
+        return app
+
+    def _provider_handler(self, api: str) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._complete(request, api)
+
+        return handle
+
+    async def _complete(self, request: web.Request, api: str) -> web.StreamResponse:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _bad("request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _bad("request body must be a JSON object")
+        model = str(body.get("model", ""))
+        cfg = self.config
+        decision = self.book.decide(model, api)
+        self._seq += 1
+        seq = self._seq
+        prompt_tokens = cfg.prompt_tokens or wire.estimate_tokens(wire.prompt_texts(api, body))
+        delay_ms = cfg.latency_ms + decision.extra_latency_ms
+        if cfg.latency_jitter_ms:
+            delay_ms += self._jitter.uniform(0, cfg.latency_jitter_ms)
+        hang_s = decision.rule.hang_s if decision.fault == "timeout" and decision.rule else 0.0
+        response = self._respond(api, request.path, model, body, decision, prompt_tokens, seq)
+        response.headers["x-request-id"] = f"sim-{seq}"
+        # Logged before sleeping so a caller that timed out can already see its request.
+        usage = (prompt_tokens, cfg.completion_tokens if decision.fault in (None, "timeout") else 0)
+        self._record(request, api, model, body, decision, response.status, delay_ms + hang_s * 1000, seq, usage)
+        if delay_ms > 0:
+            await asyncio.sleep(delay_ms / 1000)
+        if hang_s > 0:
+            try:
+                await asyncio.wait_for(self._closing.wait(), timeout=hang_s)
+            except TimeoutError:
+                pass
+        return response
+
+    def _respond(
+        self, api: str, path: str, model: str, body: dict[str, Any], decision: Decision, prompt_tokens: int, seq: int
+    ) -> web.Response:
+        fault, rule = decision.fault, decision.rule
+        if fault == "malformed":
+            return web.Response(body=wire.MALFORMED_BODY, content_type="application/json")
+        if fault is not None and fault != "timeout" and rule is not None:
+            status, payload, headers = wire.error_response(
+                api, fault, model, prompt_tokens=prompt_tokens, retry_after_s=rule.retry_after_s, status=rule.status
+            )
+            return _json(payload, status=status, headers=headers)
+        cfg = self.config
+        content = wire.reply_text(model, wire.last_user_text(api, body), cfg.completion_tokens)
+        payload = wire.success_body(
+            api, path, model, content, prompt_tokens, cfg.completion_tokens, seq=seq, created=int(time.time())
+        )
+        return _json(payload)
+
+    def _record(
+        self, request: web.Request, api: str, model: str, body: dict[str, Any],
+        decision: Decision, status: int, latency_ms: float, seq: int, usage: tuple[int, int],
+    ) -> None:
+        headers = {name: request.headers[name] for name in LOGGED_HEADERS if name in request.headers}
+        entry: dict[str, Any] = {
+            "seq": seq,
+            "ts": time.time(),
+            "api": api,
+            "path": request.path,
+            "model": model,
+            "outcome": decision.outcome,
+            "status": status,
+            "latency_ms": round(latency_ms, 3),
+            # What the reply's usage says (0 completion tokens for error replies).
+            "prompt_tokens": usage[0],
+            "completion_tokens": usage[1],
+            "headers_subset": headers,
+            # Whether a credential was sent, never its value.
+            "key_present": bool(request.headers.get("authorization") or request.headers.get("x-api-key")),
+        }
+        for field in ("metadata", "user"):
+            if body.get(field) is not None:
+                entry[field] = body[field]
+        self._log.append(entry)
+        self._counts[(model, decision.outcome)] += 1
+
+    # ------------------------------------------------------------------ listings
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok", "requests": self._seq})
+
+    async def _openai_models(self, request: web.Request) -> web.Response:
+        return _json(wire.openai_models(self.config.models, created=0))
+
+    async def _ollama_tags(self, request: web.Request) -> web.Response:
+        return _json(wire.ollama_tags(self.config.models))
+
+    # ------------------------------------------------------------------ control API
+
+    async def _get_requests(self, request: web.Request) -> web.Response:
+        try:
+            since = int(request.query.get("since", "0"))
+        except ValueError:
+            return _bad("since must be an integer")
+        return _json({"requests": self.requests(since), "last_seq": self._seq})
+
+    async def _delete_requests(self, request: web.Request) -> web.Response:
+        self.clear_requests()
+        return _json({"cleared": True})
+
+    async def _get_rules(self, request: web.Request) -> web.Response:
+        return _json({"rules": self.book.snapshot()})
+
+    async def _put_rules(self, request: web.Request) -> web.Response:
+        try:
+            data = orjson.loads(await request.read())
+            self.book.set_rules(_RULES.validate_python(data["rules"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValidationError) as exc:
+            return _bad(f"expected {{'rules': [...]}}: {exc}")
+        return _json({"rules": self.book.snapshot()})
+
+    async def _post_rule(self, request: web.Request) -> web.Response:
+        try:
+            self.book.add_rule(FaultRule.model_validate_json(await request.read()))
+        except ValidationError as exc:
+            return _bad(str(exc))
+        return _json({"rules": self.book.snapshot()}, status=201)
+
+    async def _delete_rules(self, request: web.Request) -> web.Response:
+        self.book.clear()
+        return _json({"rules": []})
+
+    async def _get_config(self, request: web.Request) -> web.Response:
+        return _json(self.config.model_dump(mode="json", exclude={"rules"}))
+
+    async def _patch_config(self, request: web.Request) -> web.Response:
+        try:
+            changes = orjson.loads(await request.read())
+            if not isinstance(changes, dict):
+                raise ValueError("body must be a JSON object")
+            self.configure(**changes)
+        except (orjson.JSONDecodeError, ValueError) as exc:  # ValidationError is a ValueError
+            return _bad(str(exc))
+        return _json(self.config.model_dump(mode="json", exclude={"rules"}))
+
+    async def _get_stats(self, request: web.Request) -> web.Response:
+        return _json(self.stats())
+
+
+async def _serve_until_signal(host: str, port: int, config: SimulatorConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    sim = ProviderSimulator(config)
+    url = await sim.start(host, port)
+    try:
+        print(f"simulator listening on {url}", flush=True)
+        await stop.wait()
+    finally:
+        await sim.stop()
+
+
+def serve(host: str, port: int, config: SimulatorConfig) -> None:
+    """Blocking CLI entry: print ``simulator listening on URL`` first, run until SIGINT/SIGTERM."""
+    asyncio.run(_serve_until_signal(host, port, config))
+
+
+run_forever = serve

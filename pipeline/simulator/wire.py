@@ -1,0 +1,261 @@
+"""Pure builders for each provider's wire format (request parsing, bodies, errors).
+
+Everything here is a cheap function of its arguments so the server stays fast
+and deterministic, and so the shapes can be checked against LiteLLM in one place.
+Error texts are chosen to hit LiteLLM's exception mapping (see
+``litellm/litellm_core_utils/exception_mapping_utils.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.simulator.faults import FaultKind
+
+JsonDict = dict[str, Any]
+
+# Served with 200 + application/json: looks like the start of a reply, never parses.
+MALFORMED_BODY = b'{"id": "sim-malformed", "object": "chat.completion", "choices": [{"message": {"content": "tru'
+
+ANTHROPIC_CONTEXT_LIMIT = 200_000
+OPENAI_CONTEXT_LIMIT = 128_000
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def text_of(content: object) -> str:
+    """Flatten a message ``content`` (string, list of parts or blocks) to text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(text_of(part) for part in content)
+    if isinstance(content, dict):
+        text = content.get("text", content.get("content", ""))
+        return text_of(text)
+    return ""
+
+
+def prompt_texts(api: str, body: JsonDict) -> list[str]:
+    """All prompt strings a request carries, in order (system first)."""
+    texts: list[str] = []
+    if api == "anthropic" and body.get("system"):
+        texts.append(text_of(body["system"]))
+    if api == "ollama" and "prompt" in body:  # /api/generate
+        if body.get("system"):
+            texts.append(text_of(body["system"]))
+        texts.append(text_of(body.get("prompt", "")))
+        return texts
+    for message in body.get("messages") or ():
+        if isinstance(message, dict):
+            texts.append(text_of(message.get("content")))
+    return texts
+
+
+def last_user_text(api: str, body: JsonDict) -> str:
+    """The text the simulated reply quotes back: the last user turn (or the prompt)."""
+    if api == "ollama" and "prompt" in body:
+        return text_of(body.get("prompt", ""))
+    for message in reversed(body.get("messages") or ()):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return text_of(message.get("content"))
+    return ""
+
+
+def estimate_tokens(texts: list[str]) -> int:
+    """~4 characters per token, at least 1: cheap, stable, close enough for cost tests."""
+    return max(1, math.ceil(sum(len(t) for t in texts) / 4))
+
+
+def reply_text(model: str, user_text: str, n_words: int) -> str:
+    """A deterministic reply of exactly ``max(n_words, head)`` whitespace-separated words."""
+    head = f"sim reply from {model} to: {user_text[:40]}".split()
+    pad = [f"w{i}" for i in range(max(0, n_words - len(head)))]
+    return " ".join(head + pad)
+
+
+# --------------------------------------------------------------------------- successes
+
+
+def openai_chat(
+    model: str, content: str, prompt_tokens: int, completion_tokens: int, *, seq: int, created: int
+) -> JsonDict:
+    return {
+        "id": f"chatcmpl-sim-{seq}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": "fp_sim",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def anthropic_message(model: str, content: str, prompt_tokens: int, completion_tokens: int, *, seq: int) -> JsonDict:
+    return {
+        "id": f"msg_sim_{seq}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": content}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
+    }
+
+
+def _ollama_common(model: str, prompt_tokens: int, completion_tokens: int) -> JsonDict:
+    return {
+        "model": model,
+        "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "done": True,
+        "done_reason": "stop",
+        "total_duration": 1_000_000,
+        "load_duration": 0,
+        "prompt_eval_count": prompt_tokens,
+        "prompt_eval_duration": 500_000,
+        "eval_count": completion_tokens,
+        "eval_duration": 500_000,
+    }
+
+
+def ollama_generate(model: str, content: str, prompt_tokens: int, completion_tokens: int) -> JsonDict:
+    """Non-streaming ``/api/generate`` body (LiteLLM ``ollama/``)."""
+    return {**_ollama_common(model, prompt_tokens, completion_tokens), "response": content, "context": []}
+
+
+def ollama_chat(model: str, content: str, prompt_tokens: int, completion_tokens: int) -> JsonDict:
+    """Non-streaming ``/api/chat`` body (LiteLLM ``ollama_chat/``)."""
+    message = {"role": "assistant", "content": content}
+    return {**_ollama_common(model, prompt_tokens, completion_tokens), "message": message}
+
+
+def success_body(
+    api: str, path: str, model: str, content: str, pt: int, ct: int, *, seq: int, created: int
+) -> JsonDict:
+    """The success reply for ``api``; Ollama's shape depends on the endpoint path."""
+    if api == "openai":
+        return openai_chat(model, content, pt, ct, seq=seq, created=created)
+    if api == "anthropic":
+        return anthropic_message(model, content, pt, ct, seq=seq)
+    if path.endswith("/generate"):
+        return ollama_generate(model, content, pt, ct)
+    return ollama_chat(model, content, pt, ct)
+
+
+def openai_models(models: list[str], created: int) -> JsonDict:
+    return {
+        "object": "list",
+        "data": [{"id": m, "object": "model", "created": created, "owned_by": "simulator"} for m in models],
+    }
+
+
+def ollama_tags(models: list[str]) -> JsonDict:
+    return {
+        "models": [
+            {"name": m, "model": m, "modified_at": "2024-01-01T00:00:00Z", "size": 0, "digest": "sim",
+             "details": {"format": "gguf", "family": "llama", "parameter_size": "8B"}}
+            for m in models
+        ]
+    }
+
+
+# --------------------------------------------------------------------------- errors
+
+_STATUS: dict[str, int] = {
+    "rate_limit": 429,
+    "context_length": 400,
+    "auth": 401,
+    "bad_request": 400,
+    "content_policy": 400,
+}
+
+
+def _messages(model: str, retry_after_s: float, status: int) -> dict[str, str]:
+    return {
+        "rate_limit": f"Rate limit reached for {model} (simulated). Please try again in {retry_after_s}s.",
+        "server_error": f"Simulated upstream failure (HTTP {status}) while processing your request.",
+        "bad_request": "Invalid request: simulated bad request for 'messages'.",
+    }
+
+
+def error_response(
+    api: str, fault: FaultKind, model: str, *, prompt_tokens: int, retry_after_s: float = 1.0, status: int = 500
+) -> tuple[int, JsonDict, dict[str, str]]:
+    """``(status, body, headers)`` of a provider's error reply for one fault.
+
+    Raises ``ValueError`` for faults that are not an error body (timeout, malformed).
+    """
+    if fault in ("timeout", "malformed"):
+        raise ValueError(f"{fault} is not an error response")
+    code = status if fault == "server_error" else _STATUS[fault]
+    headers = {"retry-after": f"{retry_after_s:g}"} if fault == "rate_limit" else {}
+    msgs = _messages(model, retry_after_s, code)
+    if api == "openai":
+        return code, _openai_error(fault, model, prompt_tokens, msgs), headers
+    if api == "anthropic":
+        return code, _anthropic_error(fault, prompt_tokens, msgs, code), headers
+    return code, {"error": _ollama_error(fault, prompt_tokens, msgs)}, headers
+
+
+def _openai_error(fault: str, model: str, prompt_tokens: int, msgs: dict[str, str]) -> JsonDict:
+    err: dict[str, tuple[str, str, str | None, str | None]] = {
+        "rate_limit": (msgs["rate_limit"], "requests", None, "rate_limit_exceeded"),
+        "server_error": (msgs["server_error"], "server_error", None, None),
+        "context_length": (
+            f"This model's maximum context length is {OPENAI_CONTEXT_LIMIT} tokens. However, your messages "
+            f"resulted in {OPENAI_CONTEXT_LIMIT + prompt_tokens} tokens. Please reduce the length of the messages.",
+            "invalid_request_error", "messages", "context_length_exceeded",
+        ),
+        # Never echo the key, not even masked.
+        "auth": ("Incorrect API key provided. You can find your API key at "
+                 "https://platform.openai.com/account/api-keys.", "invalid_request_error", None, "invalid_api_key"),
+        "bad_request": (msgs["bad_request"], "invalid_request_error", "messages", None),
+        "content_policy": (
+            "Your request was rejected as a result of our safety system. (simulated)",
+            "invalid_request_error", None, "content_policy_violation",
+        ),
+    }
+    message, type_, param, code = err[fault]
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def _anthropic_error(fault: str, prompt_tokens: int, msgs: dict[str, str], status: int) -> JsonDict:
+    err: dict[str, tuple[str, str]] = {
+        "rate_limit": ("rate_limit_error", msgs["rate_limit"]),
+        # "overloaded_error" would make LiteLLM raise InternalServerError even for 503.
+        "server_error": ("api_error", msgs["server_error"]),
+        "context_length": (
+            "invalid_request_error",
+            f"prompt is too long: {ANTHROPIC_CONTEXT_LIMIT + prompt_tokens} tokens > {ANTHROPIC_CONTEXT_LIMIT} maximum",
+        ),
+        "auth": ("authentication_error", "invalid x-api-key"),
+        "bad_request": ("invalid_request_error", msgs["bad_request"]),
+        "content_policy": ("invalid_request_error", "Output blocked by content filtering policy"),
+    }
+    type_, message = err[fault]
+    return {"type": "error", "error": {"type": type_, "message": message}}
+
+
+def _ollama_error(fault: str, prompt_tokens: int, msgs: dict[str, str]) -> str:
+    return {
+        "rate_limit": msgs["rate_limit"],
+        "server_error": msgs["server_error"],
+        "context_length": f"input length ({prompt_tokens} tokens) exceeds the available context size",
+        "auth": "unauthorized",
+        "bad_request": msgs["bad_request"],
+        "content_policy": "content_policy_violation: request rejected by the simulated safety system",
+    }[fault]
