@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # Shared state (later issues); None means in-process state for a single worker.
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
 
+    log_level: str = "INFO"
+
     # Configuration files and providers
     config_dir: Path = Field(Path("config"), validation_alias=_env("CONFIG_DIR"))
     provider_timeout_s: float = Field(60.0, description="Per-attempt timeout of one provider call.")

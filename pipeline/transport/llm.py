@@ -79,8 +79,10 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
 
 
 def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
+    """LiteLLM keeps the provider's response headers on `litellm_response_headers`."""
+    headers = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        headers = getattr(getattr(exc, "response", None), "headers", None)
     value = headers.get("retry-after") if headers is not None else None
     try:
         return float(value) if value is not None else None
