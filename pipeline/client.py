@@ -37,7 +37,11 @@ class PipelineClient:
         self.reply_topic = reply_topic or settings.topic_replies
         self._pending: dict[str, asyncio.Future[CompletionReply]] = {}
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=1
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            enable_idempotence=settings.kafka_idempotent_producer,
+            acks="all",
+            linger_ms=1,
+
         )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,

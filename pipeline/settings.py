@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(
         500, description="Lower it (e.g. 5) against brokers that hold fetches until the wait expires."
     )
+    kafka_idempotent_producer: bool = Field(
+        True, description="enable_idempotence on producers; the embedded demo broker lacks InitProducerId."
+    )
     consumer_group: str = "llm-pipeline-workers"
     usage_consumer_group: str = "llm-pipeline-usage-sink"
     topic_requests: str = "llm.requests"

@@ -18,7 +18,7 @@ def build_broker(settings: Settings, *, client_suffix: str = "") -> KafkaBroker:
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=settings.kafka_client_id + client_suffix,
-        enable_idempotence=True,
+        enable_idempotence=settings.kafka_idempotent_producer,
         acks="all",
         linger_ms=1,
         logger=logging.getLogger("pipeline.kafka"),

@@ -1,0 +1,29 @@
+"""The committed JSON Schemas in schemas/ are exactly what the pydantic contracts generate."""
+
+import json
+from pathlib import Path
+
+from pipeline.schema_export import drifted_schemas, render_schemas
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+
+
+def test_schemas_do_not_drift() -> None:
+    assert drifted_schemas(SCHEMAS) == [], "run `pipeline schemas` and commit the result"
+
+
+def test_drift_is_detected(tmp_path: Path) -> None:
+    for name, text in render_schemas().items():
+        (tmp_path / name).write_text(text)
+    assert drifted_schemas(tmp_path) == []
+    doc = json.loads((tmp_path / "completion_request.schema.json").read_text())
+    doc["required"].remove("task_type")
+    (tmp_path / "completion_request.schema.json").write_text(json.dumps(doc))
+    assert drifted_schemas(tmp_path) == ["completion_request.schema.json"]
+
+
+def test_request_schema_states_the_contract() -> None:
+    doc = json.loads((SCHEMAS / "completion_request.schema.json").read_text())
+    assert set(doc["required"]) == {"request_id", "task_type", "messages"}
+    assert doc["properties"]["messages"]["minItems"] == 1
+    assert doc["additionalProperties"] is False

@@ -1,0 +1,92 @@
+"""Validate stage: every kind of bad input gets a precise rejection; good input a request."""
+
+import orjson
+import pytest
+
+from pipeline.contracts import CompletionRequest, ErrorCode
+from pipeline.settings import Settings
+from pipeline.stages.validate import Rejection, validate_request
+
+ALLOWED = Settings(allowed_reply_topics="llm.replies*,team-a.replies").reply_topic_allowed
+
+
+def check(doc: object, max_bytes: int = 10_000) -> CompletionRequest | Rejection:
+    raw = doc if isinstance(doc, bytes) else orjson.dumps(doc)
+    return validate_request(raw, max_bytes=max_bytes, reply_topic_allowed=ALLOWED)
+
+
+GOOD = {"request_id": "r1", "task_type": "summarize", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_valid_request_gets_defaults() -> None:
+    result = check(GOOD)
+    assert isinstance(result, CompletionRequest)
+    assert result.tenant == "default" and result.metadata == {} and result.schema_version == 1
+
+
+def test_not_json_is_dead_lettered_without_reply() -> None:
+    result = check(b"\x00\xffnot json")
+    assert isinstance(result, Rejection)
+    assert result.code is ErrorCode.INVALID_JSON and result.dead_letter and result.request_id is None
+
+
+def test_tombstone_is_dead_lettered() -> None:
+    result = validate_request(None, max_bytes=10, reply_topic_allowed=ALLOWED)
+    assert isinstance(result, Rejection) and result.code is ErrorCode.INVALID_JSON
+
+
+@pytest.mark.parametrize(
+    "patch, fragment",
+    [
+        ({"messages": []}, "messages"),
+        ({"task_type": None}, "task_type"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "role"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"temperature": 3}, "temperature"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_schema_violations_name_the_field_and_keep_request_id(patch: dict, fragment: str) -> None:
+    doc = {**GOOD, **patch, "metadata": {"trace": "t-1"}}
+    doc = {k: v for k, v in doc.items() if v is not None}
+    result = check(doc)
+    assert isinstance(result, Rejection)
+    assert result.code is ErrorCode.SCHEMA_INVALID and result.dead_letter
+    assert fragment in result.detail
+    assert result.request_id == "r1" and result.metadata == {"trace": "t-1"}
+
+
+def test_schema_violation_without_readable_id_has_no_reply_target() -> None:
+    result = check({"task_type": "x", "messages": [], "request_id": 42})
+    assert isinstance(result, Rejection) and result.request_id is None
+
+
+def test_schema_violation_replies_to_allowed_reply_to_only() -> None:
+    ok = check({**GOOD, "messages": [], "reply_to": "team-a.replies"})
+    bad = check({**GOOD, "messages": [], "reply_to": "payments"})
+    assert isinstance(ok, Rejection) and ok.reply_to == "team-a.replies"
+    assert isinstance(bad, Rejection) and bad.reply_to is None
+
+
+def test_disallowed_reply_topic_is_refused_without_dead_letter() -> None:
+    result = check({**GOOD, "reply_to": "payments.commands"})
+    assert isinstance(result, Rejection)
+    assert result.code is ErrorCode.REPLY_TOPIC_NOT_ALLOWED and not result.dead_letter
+    assert result.reply_to is None and result.request_id == "r1"
+
+
+def test_allowed_reply_topic_passes() -> None:
+    result = check({**GOOD, "reply_to": "llm.replies.team-b"})
+    assert isinstance(result, CompletionRequest) and result.reply_to == "llm.replies.team-b"
+
+
+def test_too_large_is_dead_lettered_with_request_id() -> None:
+    doc = {**GOOD, "messages": [{"role": "user", "content": "x" * 5000}]}
+    result = check(doc, max_bytes=1000)
+    assert isinstance(result, Rejection)
+    assert result.code is ErrorCode.TOO_LARGE and result.dead_letter and result.request_id == "r1"
+
+
+def test_too_large_and_not_json() -> None:
+    result = check(b"{" * 2000, max_bytes=1000)
+    assert isinstance(result, Rejection) and result.code is ErrorCode.TOO_LARGE
