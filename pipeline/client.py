@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from pipeline.contracts import CORRELATION_HEADER, CompletionReply, CompletionRequest
 from pipeline.settings import Settings
+from pipeline.transport.kafka import topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +55,13 @@ class PipelineClient:
     async def start(self) -> None:
         await self._producer.start()
         await self._consumer.start()
-        partitions = await self._wait_for_partitions()
+        partitions = await topic_partitions(self._settings.kafka_bootstrap_servers, self.reply_topic)
         tps = [TopicPartition(self.reply_topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
         for tp in tps:  # resolve positions now, so replies published from here on are seen
             await self._consumer.position(tp)
         self._reader = asyncio.create_task(self._read_replies(), name="reply-reader")
-
-    async def _wait_for_partitions(self, timeout_s: float = 30.0) -> set[int]:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            await self._consumer.topics()  # refreshes cluster metadata
-            partitions = self._consumer.partitions_for_topic(self.reply_topic)
-            if partitions:
-                return partitions
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"reply topic {self.reply_topic!r} does not exist")
-            await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
         if self._reader is not None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from faststream.kafka import KafkaBroker
 
 from pipeline.settings import Settings
@@ -43,20 +45,58 @@ def pipeline_topics(settings: Settings) -> list[str]:
     ]
 
 
-async def ensure_topics(bootstrap_servers: str, topics: list[str], *, partitions: int) -> None:
-    """Create missing topics (idempotent). Replication 1 suits local brokers; real clusters
-    should create topics with their own tooling and set PIPELINE_CREATE_TOPICS=false."""
+async def ensure_topics(bootstrap_servers: str, topics: list[str], *, partitions: int, timeout_s: float = 30) -> None:
+    """Create missing topics and wait until every partition has a leader (idempotent).
+
+    Replication 1 suits local brokers; production clusters should create topics with their
+    own tooling and run workers with PIPELINE_CREATE_TOPICS=false. Existing topics are left
+    as they are, whatever their partition count.
+    """
+    names = list(dict.fromkeys(topics))
+    if not names:
+        return
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="llm-pipeline-admin", request_timeout_ms=int(timeout_s * 1000)
+    )
+    await admin.start()
+    try:
+        response = await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+        for topic_error in response.topic_errors:
+            topic, code = topic_error[0], topic_error[1]
+            if code and code != TopicAlreadyExistsError.errno:
+                message = topic_error[2] if len(topic_error) > 2 else ""
+                raise for_code(code)(f"create topic {topic!r}: {message}")
+        # The controller answers before partitions are live; wait so the first produce or
+        # assignment does not race the broker.
+        await _wait_for_leaders(admin, names, timeout_s)
+    finally:
+        await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> dict[str, list[int]]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        pending = [
+            t["topic"] for t in described
+            if t["error_code"] or not t["partitions"] or any(p["leader"] < 0 for p in t["partitions"])
+        ]
+        if not pending:
+            return {t["topic"]: sorted(p["partition"] for p in t["partitions"]) for t in described}
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics missing or without leaders after {timeout_s}s: {pending}")
+        await asyncio.sleep(0.05)
+
+
+async def topic_partitions(bootstrap_servers: str, topic: str, *, timeout_s: float = 30) -> list[int]:
+    """Partition ids of an existing topic, waiting (up to `timeout_s`) for it to appear.
+
+    aiokafka consumers only learn metadata of subscribed topics; readers that assign
+    partitions themselves (reply readers, tests) ask the cluster here instead.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="llm-pipeline-admin")
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in dict.fromkeys(topics) if t not in existing]
-        if not missing:
-            return
-        try:
-            await admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing])
-        except TopicAlreadyExistsError:
-            pass  # created concurrently by another worker
-        log.info("created topics %s with %d partitions", missing, partitions)
+        return (await _wait_for_leaders(admin, [topic], timeout_s))[topic]
     finally:
         await admin.close()
