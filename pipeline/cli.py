@@ -22,6 +22,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+if not console.is_terminal:  # piped or captured: tables are read later, do not squeeze them to 80 columns
+    console.width = 160
 err = Console(stderr=True)
 
 
@@ -176,7 +178,7 @@ def demo(
     from pipeline.demo import run_demo
     from pipeline.logs import configure_logging
 
-    configure_logging("WARNING")
+    configure_logging("ERROR")  # the demo reports through its tables; rejections are part of the show
     raise typer.Exit(asyncio.run(run_demo(console, requests=requests, data_dir=data_dir)))
 
 
@@ -203,3 +205,7 @@ def main() -> None:
     with contextlib.suppress(BrokenPipeError):
         app()
     sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

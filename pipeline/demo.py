@@ -118,14 +118,20 @@ async def run_demo(console: Console, *, requests: int = 12, data_dir: Path | Non
 
 def _print_replies(console: Console, replies: list) -> None:
     table = RichTable(title="Replies")
-    for column in ("request_id", "status", "model", "attempts", "tokens", "cost_usd", "content / error"):
-        table.add_column(column)
+    for column in ("request", "status", "answered by", "attempts", "tokens", "cost_usd"):
+        table.add_column(column, no_wrap=column != "attempts")
     for r in replies:
-        attempts = " -> ".join(f"{a.model}:{a.outcome.value}" for a in r.attempts)
-        text = r.content if r.status == "ok" else f"{r.error.code.value}: {r.error.message}"
-        table.add_row(r.request_id.rsplit("-", 1)[-1], r.status.value, r.model or "-", attempts or "-",
-                      str(r.usage.total_tokens), f"{r.cost_usd:.6f}", (text or "")[:60])
+        attempts = " > ".join(f"{a.model}:{a.error_code.value if a.error_code else 'ok'}" for a in r.attempts)
+        status = "ok" if r.status == "ok" else f"error: {r.error.code.value}"
+        table.add_row(r.request_id.rsplit("-", 1)[-1], status, r.model or "-", attempts or "-",
+                      str(r.usage.total_tokens), f"{r.cost_usd:.6f}")
     console.print(table)
+    sample = next((r for r in replies if r.status == "ok"), None)
+    if sample is not None:
+        console.print(f"[dim]sample answer ({sample.model}):[/dim] {sample.content}")
+    for r in replies:
+        if r.status != "ok":
+            console.print(f"[dim]error reply {r.request_id}:[/dim] {r.error.message}")
 
 
 async def _wait_for_rows(store, database: str, request_prefix: str, expected: int, timeout_s: float = 30) -> None:

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: install, fetch the Apache Kafka jars from Maven
+# Central, then pytest (the suite starts one Kafka broker and one provider simulator itself).
+# Extra arguments go to pytest, e.g.  scripts/test.sh -m "not slow"  or  scripts/test.sh tests/unit
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+PY="${PIPELINE_VENV:-.venv}/bin/python"
+
+for tool in java mvn; do
+  command -v "$tool" >/dev/null || { echo "$tool is required for the Apache Kafka test broker" >&2; exit 1; }
+done
+echo "==> Apache Kafka jars: $("$PY" -m pipeline.local.apache_kafka fetch)"
+
+export LITELLM_LOCAL_MODEL_COST_MAP=True
+set +e
+"$PY" -m pytest -p no:cacheprovider "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests" >&2
+fi
+exit "$status"
