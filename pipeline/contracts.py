@@ -206,3 +206,4 @@ class DeadLetterHeader(StrEnum):
     SOURCE_OFFSET = "dlq_source_offset"
     REQUEST_ID = "dlq_request_id"
     FAILED_AT = "dlq_failed_at"
+    ATTEMPTS = "dlq_attempts"

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     kafka_idempotent_producer: bool = Field(
         True, description="enable_idempotence on producers; the embedded demo broker lacks InitProducerId."
     )
+    kafka_max_poll_interval_ms: int = 300_000
+    kafka_session_timeout_ms: int = 10_000
     consumer_group: str = "llm-pipeline-workers"
     usage_consumer_group: str = "llm-pipeline-usage-sink"
     topic_requests: str = "llm.requests"
@@ -53,7 +55,17 @@ class Settings(BaseSettings):
     create_topics: bool = Field(True, description="Create missing topics at start-up.")
     topic_partitions: int = 4
     max_message_bytes: int = Field(1024 * 1024, description="Larger requests go to the DLQ as too_large.")
-    worker_concurrency: int = Field(16, ge=1, description="Requests processed at once by one worker.")
+    max_in_flight: int = Field(256, ge=1, description="Requests processed at once by one worker.")
+    partition_window: int = Field(128, ge=1, description="In-flight requests per partition before it is paused.")
+    commit_every: int = Field(100, ge=1, description="Commit after this many completions...")
+    commit_interval_s: float = Field(1.0, gt=0, description="...or after this many seconds.")
+    ordered_by_key: bool = Field(False, description="Process records with the same Kafka key in order.")
+    shutdown_grace_s: float = Field(10.0, ge=0, description="On revoke/stop: how long in-flight work may finish.")
+    poison_max_attempts: int = Field(3, ge=1, description="Tries of a request whose handling raises before DLQ.")
+    poison_backoff_s: float = Field(0.5, ge=0)
+    idempotency_lease_s: float = Field(15.0, gt=0, description="Lease on a request id while it is processed.")
+    idempotency_ttl_s: float = Field(86400.0, gt=0, description="How long a published reply is kept for redeliveries.")
+    idempotency_max_entries: int = Field(100_000, ge=1, description="In-process store size (no REDIS_URL).")
 
     # ClickHouse
     clickhouse_url: str = Field(default_factory=_default_clickhouse_url, validation_alias=_env("CLICKHOUSE_URL"))

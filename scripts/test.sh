@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install, fetch the Apache Kafka jars from Maven
-# Central, then pytest (the suite starts one Kafka broker and one provider simulator itself).
+# Central, install redis-server if missing (Debian's package), then pytest (the suite starts one Kafka broker and one provider simulator itself).
 # Extra arguments go to pytest, e.g.  scripts/test.sh -m "not slow"  or  scripts/test.sh tests/unit
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,11 @@ PY="${PIPELINE_VENV:-.venv}/bin/python"
 for tool in java mvn; do
   command -v "$tool" >/dev/null || { echo "$tool is required for the Apache Kafka test broker" >&2; exit 1; }
 done
+if ! command -v redis-server >/dev/null; then
+  echo "==> installing redis-server (shared worker state tests)"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
 echo "==> Apache Kafka jars: $("$PY" -m pipeline.local.apache_kafka fetch)"
 
 export LITELLM_LOCAL_MODEL_COST_MAP=True

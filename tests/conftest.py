@@ -89,3 +89,16 @@ def settings(kafka_bootstrap: str, chdb_dir: Path, test_id: str, simulator: obje
         config_dir=REPO / "config",
         provider_timeout_s=10,
     )
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway redis-server on a free loopback port; TEST_REDIS_URL wins if set."""
+    external = os.environ.get("TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    from pipeline.local.redis_server import RedisServer
+
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from faststream.kafka import KafkaBroker
@@ -25,6 +26,21 @@ def build_broker(settings: Settings, *, client_suffix: str = "") -> KafkaBroker:
         linger_ms=1,
         logger=logging.getLogger("pipeline.kafka"),
         log_level=logging.DEBUG,
+    )
+
+
+def build_consumer(settings: Settings, group_id: str) -> AIOKafkaConsumer:
+    """A group consumer that never auto-commits: the intake commits finished prefixes itself."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=settings.kafka_client_id,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=max(100, settings.kafka_session_timeout_ms // 3),
     )
 
 

@@ -12,7 +12,9 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from pipeline.catalog import Catalog, load_catalog
 from pipeline.settings import Settings
 from pipeline.transport.clickhouse import ClickHouseUsageStore, UsageStore
-from pipeline.transport.kafka import BrokerPublisher, build_broker, ensure_topics, pipeline_topics
+from pipeline.state import ProcessedStore, processed_store_from_settings
+from pipeline.transport.kafka import BrokerPublisher, build_broker, build_consumer, ensure_topics, pipeline_topics
+from pipeline.transport.kafka_intake import ConcurrentIntake, IntakeLimits
 from pipeline.transport.llm import LiteLLMProvider, ProviderClient
 from pipeline.worker.handler import RequestHandler
 from pipeline.worker.records import SourceRecord
@@ -45,6 +47,8 @@ class Worker:
     settings: Settings
     broker: KafkaBroker
     store: UsageStore | None = None
+    intake: ConcurrentIntake | None = None
+    processed: ProcessedStore | None = None
     _owned_store: ClickHouseUsageStore | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -59,10 +63,17 @@ class Worker:
             if applied:
                 log.info("applied ClickHouse migrations %s", applied)
         await self.broker.start()
-        log.info("worker consuming %s as group %s", self.settings.topic_requests, self.settings.consumer_group)
+        if self.intake is not None:
+            await self.intake.start()
+            log.info("worker consuming %s as group %s", self.settings.topic_requests, self.settings.consumer_group)
 
     async def stop(self) -> None:
+        """Intake first: in-flight requests still need the broker to publish their replies."""
+        if self.intake is not None:
+            await self.intake.stop()
         await self.broker.stop()
+        if self.processed is not None:
+            await self.processed.close()
         if self._owned_store is not None:
             self._owned_store.close()
 
@@ -91,23 +102,28 @@ def create_worker(
     if with_sink and store is None:
         store = owned = ClickHouseUsageStore.from_settings(settings)
 
+    intake: ConcurrentIntake | None = None
+    processed: ProcessedStore | None = None
     if with_requests:
-        handler = RequestHandler(settings, lambda: current, provider or LiteLLMProvider(), publisher)
-        partitions = max(1, settings.topic_partitions)
-
-        @broker.subscriber(
-            settings.topic_requests,
-            group_id=settings.consumer_group,
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            max_workers=max(1, min(settings.worker_concurrency, partitions)),
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-            decoder=_raw_body,
-            title="requests",
-            description="CompletionRequest events from upstream services.",
+        processed = processed_store_from_settings(
+            settings.redis_url,
+            reply_ttl_s=settings.idempotency_ttl_s,
+            max_entries=settings.idempotency_max_entries,
         )
-        async def on_request(body: bytes, msg: KafkaMessage) -> None:
-            await handler.handle(_record(msg.raw_message))
+        handler = RequestHandler(settings, lambda: current, provider or LiteLLMProvider(), publisher, processed)
+        intake = ConcurrentIntake(
+            build_consumer(settings, settings.consumer_group),
+            settings.topic_requests,
+            handler.handle,
+            IntakeLimits(
+                max_in_flight=settings.max_in_flight,
+                partition_window=settings.partition_window,
+                commit_every=settings.commit_every,
+                commit_interval_s=settings.commit_interval_s,
+                ordered_by_key=settings.ordered_by_key,
+                grace_s=settings.shutdown_grace_s,
+            ),
+        )
 
     if with_sink:
         assert store is not None
@@ -129,4 +145,4 @@ def create_worker(
         async def on_usage(body: Any, msg: KafkaMessage) -> None:
             await sink.write_batch([_record(r) for r in msg.raw_message])
 
-    return Worker(settings=settings, broker=broker, store=store, _owned_store=owned)
+    return Worker(settings=settings, broker=broker, store=store, intake=intake, processed=processed, _owned_store=owned)

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable
 
 from pipeline.catalog import Catalog
-from pipeline.contracts import CORRELATION_HEADER, CompletionReply, CompletionRequest, ErrorCode
+from pipeline.contracts import CORRELATION_HEADER, CompletionReply, CompletionRequest, DeadLetterHeader, ErrorCode
 from pipeline.settings import Settings
 from pipeline.stages.call import call_with_fallback
 from pipeline.stages.reply import build_reply, error_reply, usage_events
 from pipeline.stages.route import RouteRefusal, plan_route
 from pipeline.stages.validate import Rejection, validate_request
+from pipeline.state import ProcessedStore
 from pipeline.transport.llm import ProviderClient
 from pipeline.worker.records import Publisher, SourceRecord, dead_letter_headers
 
@@ -33,11 +35,14 @@ class RequestHandler:
         catalog: Callable[[], Catalog],
         provider: ProviderClient,
         publisher: Publisher,
+        processed: ProcessedStore | None = None,
     ) -> None:
         self._settings = settings
         self._catalog = catalog
         self._provider = provider
         self._publisher = publisher
+        self._processed = processed
+        self._owner_prefix = uuid.uuid4().hex[:12]
 
     async def handle(self, record: SourceRecord) -> None:
         """Never raises for bad input or provider failure: those become replies and DLQ records."""
@@ -50,25 +55,70 @@ class RequestHandler:
         if isinstance(checked, Rejection):
             await self._reject(record, checked)
             return
+        if self._processed is None:
+            await self._serve_with_retries(record, checked, started)
+            return
+        owner = f"{self._owner_prefix}:{record.partition}:{record.offset}"
+        if not await self._claim(record, checked, owner):
+            return
+        renewer = asyncio.create_task(self._renew_lease(checked.request_id, owner))
         try:
-            await self._serve(record, checked, started)
-        except Exception as exc:  # a bug or an outage of our own outputs: keep the record
-            log.exception("request %s failed unexpectedly", checked.request_id)
-            await self._dead_letter(record, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", checked.request_id)
-            await self._reply(
-                record,
-                checked.reply_to,
-                error_reply(checked.request_id, ErrorCode.INTERNAL_ERROR, "internal error; the request was dead-lettered",
-                            metadata=checked.metadata),
-            )
+            reply = await self._serve_with_retries(record, checked, started)
+        except BaseException:
+            renewer.cancel()
+            await self._processed.release(checked.request_id, owner)  # redelivery may try again
+            raise
+        renewer.cancel()
+        await self._processed.complete(checked.request_id, owner, reply)
 
-    async def _serve(self, record: SourceRecord, request: CompletionRequest, started: float) -> None:
+    async def _claim(self, record: SourceRecord, request: CompletionRequest, owner: str) -> bool:
+        """True when this task should process the request; False when a stored reply was re-sent."""
+        assert self._processed is not None
+        while True:
+            claim = await self._processed.claim(request.request_id, owner, self._settings.idempotency_lease_s)
+            if claim.reply is not None:
+                log.info("request %s was already answered; re-publishing the stored reply", request.request_id)
+                await self._publish_reply_bytes(record, request.reply_to, request.request_id, claim.reply)
+                return False
+            if claim.acquired:
+                return True
+            # Someone else is processing this id right now: wait for its reply or its lease to lapse.
+            await asyncio.sleep(min(max(claim.retry_after_s, 0.05), 1.0))
+
+    async def _renew_lease(self, request_id: str, owner: str) -> None:
+        assert self._processed is not None
+        period = self._settings.idempotency_lease_s / 3
+        while True:
+            await asyncio.sleep(period)
+            await self._processed.renew(request_id, owner, self._settings.idempotency_lease_s)
+
+    async def _serve_with_retries(self, record: SourceRecord, request: CompletionRequest, started: float) -> bytes:
+        """A request whose handling raises is retried with backoff, then dead-lettered with an error reply."""
+        attempts = self._settings.poison_max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._serve(record, request, started)
+            except Exception as exc:
+                log.exception("request %s failed unexpectedly (attempt %d of %d)", request.request_id, attempt,
+                              attempts)
+                if attempt < attempts:
+                    await asyncio.sleep(self._settings.poison_backoff_s * 2 ** (attempt - 1))
+                    continue
+                await self._dead_letter(record, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}",
+                                        request.request_id, attempts=attempts)
+                reply = error_reply(request.request_id, ErrorCode.INTERNAL_ERROR,
+                                    f"internal error after {attempts} attempts; the request was dead-lettered",
+                                    metadata=request.metadata)
+                return await self._reply(record, request.reply_to, reply)
+        raise AssertionError("unreachable")
+
+    async def _serve(self, record: SourceRecord, request: CompletionRequest, started: float) -> bytes:
         catalog = self._catalog()  # one snapshot for the whole request
         plan = plan_route(request, catalog)
         if isinstance(plan, RouteRefusal):
-            await self._reply(record, request.reply_to,
-                              error_reply(request.request_id, plan.code, plan.detail, metadata=request.metadata))
-            return
+            return await self._reply(
+                record, request.reply_to, error_reply(request.request_id, plan.code, plan.detail, metadata=request.metadata)
+            )
         outcome = await call_with_fallback(request, plan, self._provider, timeout_s=self._settings.provider_timeout_s)
         events = usage_events(request, outcome)
         await asyncio.gather(
@@ -83,12 +133,13 @@ class RequestHandler:
             )
         )
         reply = build_reply(request, outcome, (time.perf_counter() - started) * 1000)
-        await self._reply(record, request.reply_to, reply)
+        sent = await self._reply(record, request.reply_to, reply)
         log.info(
             "request %s task_type=%s tenant=%s -> %s model=%s attempts=%d cost_usd=%.6f",
             request.request_id, request.task_type, request.tenant, reply.status.value, reply.model,
             len(reply.attempts), reply.cost_usd,
         )
+        return sent
 
     async def _reject(self, record: SourceRecord, rejection: Rejection) -> None:
         log.warning(
@@ -101,19 +152,24 @@ class RequestHandler:
             reply = error_reply(rejection.request_id, rejection.code, rejection.detail, metadata=rejection.metadata)
             await self._reply(record, rejection.reply_to, reply)
 
-    async def _dead_letter(self, record: SourceRecord, code: ErrorCode, detail: str, request_id: str | None) -> None:
-        await self._publisher.publish(
-            self._settings.topic_dlq,
-            record.value or b"",
-            key=record.key,
-            headers=dead_letter_headers(record, code.value, detail, request_id),
-        )
+    async def _dead_letter(
+        self, record: SourceRecord, code: ErrorCode, detail: str, request_id: str | None, *, attempts: int | None = None
+    ) -> None:
+        headers = dead_letter_headers(record, code.value, detail, request_id)
+        if attempts is not None:
+            headers[DeadLetterHeader.ATTEMPTS.value] = str(attempts)
+        await self._publisher.publish(self._settings.topic_dlq, record.value or b"", key=record.key, headers=headers)
 
-    async def _reply(self, record: SourceRecord, reply_to: str | None, reply: CompletionReply) -> None:
-        topic = reply_to or self._settings.topic_replies
+    async def _reply(self, record: SourceRecord, reply_to: str | None, reply: CompletionReply) -> bytes:
+        """Publish the reply; returns its bytes (what the idempotency store keeps)."""
+        value = reply.model_dump_json().encode()
+        await self._publish_reply_bytes(record, reply_to, reply.request_id, value)
+        return value
+
+    async def _publish_reply_bytes(self, record: SourceRecord, reply_to: str | None, request_id: str, value: bytes) -> None:
         await self._publisher.publish(
-            topic,
-            reply.model_dump_json().encode(),
-            key=record.key if record.key is not None else reply.request_id.encode(),
-            headers={CORRELATION_HEADER: reply.request_id},
+            reply_to or self._settings.topic_replies,
+            value,
+            key=record.key if record.key is not None else request_id.encode(),
+            headers={CORRELATION_HEADER: request_id},
         )

@@ -1,0 +1,134 @@
+"""Delivery guarantees on real Apache Kafka: commits, redelivery, poison records, slow providers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.contracts import CompletionReply, ErrorCode
+from pipeline.transport.kafka import build_consumer, ensure_topics
+from pipeline.transport.kafka_intake import ConcurrentIntake, IntakeLimits
+from pipeline.transport.llm import LiteLLMProvider
+from tests.integration.kafka_helpers import encode, eventually, header, produce, read_topic, request_doc
+
+pytestmark = pytest.mark.kafka
+
+
+async def committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return await consumer.committed(tp)
+    finally:
+        await consumer.stop()
+
+
+async def test_stuck_offset_holds_the_commit_until_it_finishes(settings) -> None:  # noqa: ANN001
+    """Offset k is held while k+1..k+n finish: the committed offset stays at k until k is done."""
+    topic = settings.topic_requests
+    await ensure_topics(settings.kafka_bootstrap_servers, [topic], partitions=1)
+    release = asyncio.Event()
+    finished: list[int] = []
+
+    async def process(record) -> None:  # noqa: ANN001
+        if record.offset == 3:
+            await release.wait()
+        finished.append(record.offset)
+
+    intake = ConcurrentIntake(build_consumer(settings, settings.consumer_group), topic, process,
+                              IntakeLimits(commit_every=1, commit_interval_s=0.1))
+    await intake.start()
+    try:
+        await produce(settings.kafka_bootstrap_servers, topic, [(None, f"m{i}".encode()) for i in range(10)])
+        await eventually(lambda: _true(len(finished) == 9))
+        await asyncio.sleep(0.5)  # several commit intervals pass while offset 3 is stuck
+        tp = TopicPartition(topic, 0)
+        assert await committed(settings.kafka_bootstrap_servers, settings.consumer_group, tp) == 3
+        release.set()
+        await eventually(lambda: _committed_is(settings, tp, 10))
+    finally:
+        await intake.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _committed_is(settings, tp, offset: int) -> bool:  # noqa: ANN001
+    return await committed(settings.kafka_bootstrap_servers, settings.consumer_group, tp) == offset
+
+
+async def test_many_slow_calls_in_flight_on_one_partition(settings, start_worker, sim) -> None:  # noqa: ANN001
+    """40 calls of 1 s on a single partition overlap: the window, not the partition, bounds them."""
+    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topic_requests], partitions=1)
+    await sim.configure(latency_ms=1000)
+    await start_worker()
+    await produce(settings.kafka_bootstrap_servers, settings.topic_requests,
+                  [(b"same-key", encode(request_doc(f"slow-{i}"))) for i in range(40)])
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.topic_replies, count=40)
+    assert {CompletionReply.model_validate_json(r.value).request_id for r in records} == {
+        f"slow-{i}" for i in range(40)}
+    # Concurrency shows in the simulator's log: many calls started before the first one ended.
+    calls = await sim.requests()
+    first_end = min(c["ts"] for c in calls) + 1.0
+    assert sum(1 for c in calls if c["ts"] < first_end) >= 20
+
+
+async def test_redelivered_answered_request_gets_stored_reply_without_a_call(settings, start_worker, sim) -> None:  # noqa: ANN001
+    worker = await start_worker()
+    await produce(settings.kafka_bootstrap_servers, settings.topic_requests, [(b"k", encode(request_doc("once")))])
+    (first,) = await read_topic(settings.kafka_bootstrap_servers, settings.topic_replies, count=1)
+    # The same request again, as after a crash before the commit.
+    await produce(settings.kafka_bootstrap_servers, settings.topic_requests, [(b"k", encode(request_doc("once")))])
+    replies = await read_topic(settings.kafka_bootstrap_servers, settings.topic_replies, count=2, settle_s=1.0)
+    assert len(replies) == 2 and replies[0].value == replies[1].value == first.value
+    assert len(await sim.requests()) == 1
+    db = settings.clickhouse_database
+    await asyncio.sleep(1.0)  # two sink flush intervals: a second usage row would have landed
+    assert (await worker.store.query(f"SELECT count() FROM {db}.llm_usage"))[0][0] == 1
+
+
+class ExplodingProvider(LiteLLMProvider):
+    """The real provider, except that one request id hits a bug (not a provider error)."""
+
+    async def complete(self, spec, request, *, timeout_s):  # noqa: ANN001, ANN201
+        if request.request_id == "poison":
+            raise RuntimeError("bug triggered by this request")
+        return await super().complete(spec, request, timeout_s=timeout_s)
+
+
+async def test_poison_request_is_dead_lettered_after_bounded_attempts(settings, sim) -> None:  # noqa: ANN001
+    from pipeline.catalog import load_catalog
+    from pipeline.worker.app import create_worker
+
+    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topic_requests], partitions=1)
+    worker = create_worker(settings.model_copy(update={"poison_max_attempts": 3, "poison_backoff_s": 0.05}),
+                           catalog=load_catalog(settings.config_dir), provider=ExplodingProvider())
+    await worker.start()
+    try:
+        await produce(settings.kafka_bootstrap_servers, settings.topic_requests,
+                      [(b"k", encode(request_doc("before"))), (b"k", encode(request_doc("poison"))),
+                       (b"k", encode(request_doc("after")))])
+        (dead,) = await read_topic(settings.kafka_bootstrap_servers, settings.topic_dlq, count=1)
+        assert header(dead, "dlq_reason") == "internal_error" and header(dead, "dlq_attempts") == "3"
+        assert "bug triggered" in header(dead, "dlq_detail") and header(dead, "dlq_request_id") == "poison"
+        replies = {CompletionReply.model_validate_json(r.value).request_id: CompletionReply.model_validate_json(r.value)
+                   for r in await read_topic(settings.kafka_bootstrap_servers, settings.topic_replies, count=3)}
+        assert replies["poison"].error.code == ErrorCode.INTERNAL_ERROR
+        assert replies["before"].status == "ok" and replies["after"].status == "ok"
+        await eventually(lambda: _committed_is(settings, TopicPartition(settings.topic_requests, 0), 3))
+    finally:
+        await worker.stop()
+
+
+async def test_provider_slower_than_max_poll_interval_does_not_evict(settings, start_worker, sim) -> None:  # noqa: ANN001
+    """Calls of 4 s with max_poll_interval 2 s: polling continues while work runs; one call each."""
+    await sim.configure(latency_ms=4000)
+    await start_worker(kafka_max_poll_interval_ms=2000, kafka_session_timeout_ms=6000, provider_timeout_s=20)
+    await produce(settings.kafka_bootstrap_servers, settings.topic_requests,
+                  [(f"k{i}".encode(), encode(request_doc(f"glacial-{i}"))) for i in range(8)])
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.topic_replies, count=8, settle_s=2.0)
+    assert len(records) == 8
+    assert len(await sim.requests()) == 8
