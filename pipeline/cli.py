@@ -52,17 +52,18 @@ def run(
 
     Example: KAFKA_BOOTSTRAP_SERVERS=kafka:9092 CLICKHOUSE_URL=http://ch:8123 pipeline run
     """
-    from pipeline.catalog import ConfigError
+    from pipeline.catalog import ConfigError, load_catalog
     from pipeline.worker.app import create_worker
 
     settings = _settings()
     try:
-        worker = create_worker(settings, with_requests=requests, with_sink=sink)
+        catalog = load_catalog(settings.config_dir)
     except ConfigError as exc:
         err.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from None
 
     async def main() -> None:
+        worker = create_worker(settings, catalog=catalog, with_requests=requests, with_sink=sink)
         async with worker:
             await _until_signalled()
 

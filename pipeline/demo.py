@@ -62,6 +62,7 @@ async def run_demo(console: Console, *, requests: int = 12, data_dir: Path | Non
             kafka_bootstrap_servers=broker.bootstrap_servers,
             kafka_fetch_max_wait_ms=RECOMMENDED_FETCH_MAX_WAIT_MS,
             kafka_idempotent_producer=False,  # the embedded broker has no InitProducerId
+            kafka_session_timeout_ms=3000,  # it holds group joins for about half the session timeout
             clickhouse_url=f"chdb://{data_dir.resolve()}",
             clickhouse_database="llm_demo",
             consumer_group=f"demo-workers-{run_id}",

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(10.0, ge=0, description="On revoke/stop: how long in-flight work may finish.")
     poison_max_attempts: int = Field(3, ge=1, description="Tries of a request whose handling raises before DLQ.")
     poison_backoff_s: float = Field(0.5, ge=0)
+    rate_limit_wait_max_s: float = Field(
+        30.0, ge=0, description="When every candidate is rate-limited, wait (holding intake) at most this long."
+    )
     idempotency_lease_s: float = Field(15.0, gt=0, description="Lease on a request id while it is processed.")
     idempotency_ttl_s: float = Field(86400.0, gt=0, description="How long a published reply is kept for redeliveries.")
     idempotency_max_entries: int = Field(100_000, ge=1, description="In-process store size (no REDIS_URL).")

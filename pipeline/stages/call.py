@@ -45,11 +45,12 @@ class CallOutcome:
 
 
 async def call_with_fallback(
-    request: CompletionRequest, plan: RoutePlan, provider: ProviderClient, *, timeout_s: float
+    request: CompletionRequest, plan: RoutePlan, provider: ProviderClient, *, timeout_s: float,
+    first_attempt: int = 1,
 ) -> CallOutcome:
     """One attempt per candidate, in order; stop at the first answer or a request-level error."""
     outcome = CallOutcome()
-    for number, spec in enumerate(plan.candidates, start=1):
+    for number, spec in enumerate(plan.candidates, start=first_attempt):
         event_id = str(uuid.uuid4())  # minted before the call: the usage row's dedup key
         started_at = datetime.now(UTC)
         t0 = time.perf_counter()

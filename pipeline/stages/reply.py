@@ -78,8 +78,9 @@ def build_reply(request: CompletionRequest, outcome: CallOutcome, latency_ms: fl
 
 
 def usage_events(request: CompletionRequest, outcome: CallOutcome) -> list[UsageEvent]:
-    """One event per attempt; attempts after the first are fallbacks."""
+    """One event per attempt; a call to any model but the first one tried is a fallback."""
     events = []
+    primary = outcome.attempts[0].spec.name if outcome.attempts else None
     for a in outcome.attempts:
         prompt = a.response.prompt_tokens if a.response else 0
         completion = a.response.completion_tokens if a.response else 0
@@ -99,7 +100,7 @@ def usage_events(request: CompletionRequest, outcome: CallOutcome) -> list[Usage
                 cost_usd=a.cost_usd,
                 latency_ms=round(a.latency_ms, 3),
                 attempt=a.number,
-                is_fallback=a.number > 1,
+                is_fallback=a.spec.name != primary,
                 ts=a.started_at,
             )
         )

@@ -15,15 +15,19 @@ from collections.abc import Callable
 from pipeline.catalog import Catalog
 from pipeline.contracts import CORRELATION_HEADER, CompletionReply, CompletionRequest, DeadLetterHeader, ErrorCode
 from pipeline.settings import Settings
-from pipeline.stages.call import call_with_fallback
+from pipeline.stages.call import CallOutcome, call_with_fallback
 from pipeline.stages.reply import build_reply, error_reply, usage_events
-from pipeline.stages.route import RouteRefusal, plan_route
+from pipeline.stages.route import RoutePlan, RouteRefusal, plan_route
 from pipeline.stages.validate import Rejection, validate_request
 from pipeline.state import ProcessedStore
 from pipeline.transport.llm import ProviderClient
 from pipeline.worker.records import Publisher, SourceRecord, dead_letter_headers
 
 log = logging.getLogger(__name__)
+
+
+def encode_reply(reply: CompletionReply) -> bytes:
+    return reply.model_dump_json().encode()
 
 
 class RequestHandler:
@@ -56,20 +60,23 @@ class RequestHandler:
             await self._reject(record, checked)
             return
         if self._processed is None:
-            await self._serve_with_retries(record, checked, started)
+            reply = await self._serve_with_retries(record, checked, started)
+            await self._reply(record, checked.reply_to, reply)
             return
         owner = f"{self._owner_prefix}:{record.partition}:{record.offset}"
         if not await self._claim(record, checked, owner):
             return
         renewer = asyncio.create_task(self._renew_lease(checked.request_id, owner))
         try:
-            reply = await self._serve_with_retries(record, checked, started)
+            value = encode_reply(await self._serve_with_retries(record, checked, started))
+            # Stored before it is published: a crash in between re-sends these same bytes on redelivery.
+            await self._processed.complete(checked.request_id, owner, value)
         except BaseException:
-            renewer.cancel()
-            await self._processed.release(checked.request_id, owner)  # redelivery may try again
+            await self._processed.release(checked.request_id, owner)  # a redelivery may try again
             raise
-        renewer.cancel()
-        await self._processed.complete(checked.request_id, owner, reply)
+        finally:
+            renewer.cancel()
+        await self._publish_reply_bytes(record, checked.reply_to, checked.request_id, value)
 
     async def _claim(self, record: SourceRecord, request: CompletionRequest, owner: str) -> bool:
         """True when this task should process the request; False when a stored reply was re-sent."""
@@ -92,8 +99,10 @@ class RequestHandler:
             await asyncio.sleep(period)
             await self._processed.renew(request_id, owner, self._settings.idempotency_lease_s)
 
-    async def _serve_with_retries(self, record: SourceRecord, request: CompletionRequest, started: float) -> bytes:
-        """A request whose handling raises is retried with backoff, then dead-lettered with an error reply."""
+    async def _serve_with_retries(
+        self, record: SourceRecord, request: CompletionRequest, started: float
+    ) -> CompletionReply:
+        """A request whose handling raises is retried with backoff, then dead-lettered (error reply)."""
         attempts = self._settings.poison_max_attempts
         for attempt in range(1, attempts + 1):
             try:
@@ -106,40 +115,66 @@ class RequestHandler:
                     continue
                 await self._dead_letter(record, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}",
                                         request.request_id, attempts=attempts)
-                reply = error_reply(request.request_id, ErrorCode.INTERNAL_ERROR,
-                                    f"internal error after {attempts} attempts; the request was dead-lettered",
-                                    metadata=request.metadata)
-                return await self._reply(record, request.reply_to, reply)
+                return error_reply(request.request_id, ErrorCode.INTERNAL_ERROR,
+                                   f"internal error after {attempts} attempts; the request was dead-lettered",
+                                   metadata=request.metadata)
         raise AssertionError("unreachable")
 
-    async def _serve(self, record: SourceRecord, request: CompletionRequest, started: float) -> bytes:
+    async def _serve(self, record: SourceRecord, request: CompletionRequest, started: float) -> CompletionReply:
+        """Route and call; usage events are acknowledged before the reply is returned for publishing."""
         catalog = self._catalog()  # one snapshot for the whole request
         plan = plan_route(request, catalog)
         if isinstance(plan, RouteRefusal):
-            return await self._reply(
-                record, request.reply_to, error_reply(request.request_id, plan.code, plan.detail, metadata=request.metadata)
-            )
-        outcome = await call_with_fallback(request, plan, self._provider, timeout_s=self._settings.provider_timeout_s)
-        events = usage_events(request, outcome)
-        await asyncio.gather(
-            *(
-                self._publisher.publish(
-                    self._settings.topic_usage,
-                    e.model_dump_json().encode(),
-                    key=request.request_id.encode(),
-                    headers={CORRELATION_HEADER: request.request_id},
-                )
-                for e in events
-            )
-        )
+            return error_reply(request.request_id, plan.code, plan.detail, metadata=request.metadata)
+        outcome = await self._call(request, plan)
         reply = build_reply(request, outcome, (time.perf_counter() - started) * 1000)
-        sent = await self._reply(record, request.reply_to, reply)
         log.info(
             "request %s task_type=%s tenant=%s -> %s model=%s attempts=%d cost_usd=%.6f",
             request.request_id, request.task_type, request.tenant, reply.status.value, reply.model,
             len(reply.attempts), reply.cost_usd,
         )
-        return sent
+        return reply
+
+    async def _call(self, request: CompletionRequest, plan: RoutePlan) -> CallOutcome:
+        """The fallback chain; when every candidate is rate-limited, wait and go round again.
+
+        Waiting holds this request's in-flight slot, so a rate-limited fleet of providers fills
+        the partition windows and the intake pauses: back-pressure instead of failed requests,
+        for at most `rate_limit_wait_max_s`.
+        """
+        outcome = CallOutcome()
+        waited = 0.0
+        while True:
+            round_ = await call_with_fallback(
+                request, plan, self._provider, timeout_s=self._settings.provider_timeout_s,
+                first_attempt=len(outcome.attempts) + 1,
+            )
+            await self._publish_usage(request, round_)
+            outcome.attempts.extend(round_.attempts)
+            if round_.answer is not None or not round_.attempts:
+                return outcome
+            errors = [a.error for a in round_.attempts if a.error is not None]
+            if not all(e.code is ErrorCode.RATE_LIMITED for e in errors):
+                return outcome
+            pause = max((e.retry_after_s or 1.0) for e in errors)
+            if waited + pause > self._settings.rate_limit_wait_max_s:
+                return outcome
+            log.info("request %s: every candidate is rate-limited; waiting %.1fs", request.request_id, pause)
+            await asyncio.sleep(pause)
+            waited += pause
+
+    async def _publish_usage(self, request: CompletionRequest, outcome: CallOutcome) -> None:
+        await asyncio.gather(
+            *(
+                self._publisher.publish(
+                    self._settings.topic_usage,
+                    event.model_dump_json().encode(),
+                    key=request.request_id.encode(),
+                    headers={CORRELATION_HEADER: request.request_id},
+                )
+                for event in usage_events(request, outcome)
+            )
+        )
 
     async def _reject(self, record: SourceRecord, rejection: Rejection) -> None:
         log.warning(
@@ -160,11 +195,8 @@ class RequestHandler:
             headers[DeadLetterHeader.ATTEMPTS.value] = str(attempts)
         await self._publisher.publish(self._settings.topic_dlq, record.value or b"", key=record.key, headers=headers)
 
-    async def _reply(self, record: SourceRecord, reply_to: str | None, reply: CompletionReply) -> bytes:
-        """Publish the reply; returns its bytes (what the idempotency store keeps)."""
-        value = reply.model_dump_json().encode()
-        await self._publish_reply_bytes(record, reply_to, reply.request_id, value)
-        return value
+    async def _reply(self, record: SourceRecord, reply_to: str | None, reply: CompletionReply) -> None:
+        await self._publish_reply_bytes(record, reply_to, reply.request_id, encode_reply(reply))
 
     async def _publish_reply_bytes(self, record: SourceRecord, reply_to: str | None, request_id: str, value: bytes) -> None:
         await self._publisher.publish(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -132,3 +133,19 @@ async def test_provider_slower_than_max_poll_interval_does_not_evict(settings, s
     records = await read_topic(settings.kafka_bootstrap_servers, settings.topic_replies, count=8, settle_s=2.0)
     assert len(records) == 8
     assert len(await sim.requests()) == 8
+
+
+async def test_all_candidates_rate_limited_waits_instead_of_failing(settings, start_worker, sim) -> None:  # noqa: ANN001
+    await start_worker(rate_limit_wait_max_s=10)
+    await sim.add_rule({"model": "gpt-4o-mini", "fault": "rate_limit", "retry_after_s": 0.5, "times": 1})
+    await sim.add_rule({"model": "claude-haiku-4-5", "fault": "rate_limit", "retry_after_s": 0.5, "times": 1})
+    await produce(settings.kafka_bootstrap_servers, settings.topic_requests, [(b"k", encode(request_doc("patient")))])
+    (record,) = await read_topic(settings.kafka_bootstrap_servers, settings.topic_replies, count=1)
+    reply = CompletionReply.model_validate_json(record.value)
+    assert reply.status == "ok" and reply.model == "sim-gpt-4o-mini"
+    assert [(a.model, a.error_code) for a in reply.attempts] == [
+        ("sim-gpt-4o-mini", ErrorCode.RATE_LIMITED), ("sim-claude-haiku", ErrorCode.RATE_LIMITED),
+        ("sim-gpt-4o-mini", None)]
+    usage = await read_topic(settings.kafka_bootstrap_servers, settings.topic_usage, count=3)
+    events = sorted((orjson.loads(u.value) for u in usage), key=lambda e: e["attempt"])
+    assert [(e["attempt"], e["is_fallback"]) for e in events] == [(1, False), (2, True), (3, False)]

@@ -1,0 +1,155 @@
+"""Crash and rebalance with worker *processes* on real Kafka, sharing idempotency state in Redis.
+
+Slow (tens of seconds each): run apart with `-m slow`, excluded with `-m "not slow"`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections import defaultdict
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.transport.kafka import ensure_topics, topic_partitions
+from tests.integration.kafka_helpers import encode, produce, request_doc
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+BURST = 500
+
+
+def worker_env(settings, redis_url: str, **extra: str) -> dict[str, str]:  # noqa: ANN001
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CLICKHOUSE_"))}
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "REDIS_URL": redis_url,
+        "PIPELINE_TOPIC_REQUESTS": settings.topic_requests,
+        "PIPELINE_TOPIC_REPLIES": settings.topic_replies,
+        "PIPELINE_TOPIC_USAGE": settings.topic_usage,
+        "PIPELINE_TOPIC_DLQ": settings.topic_dlq,
+        "PIPELINE_CONSUMER_GROUP": settings.consumer_group,
+        "PIPELINE_CONFIG_DIR": str(settings.config_dir),
+        "PIPELINE_KAFKA_FETCH_MAX_WAIT_MS": "100",
+        "PIPELINE_MAX_IN_FLIGHT": "500",
+        "PIPELINE_PARTITION_WINDOW": "200",
+        "PIPELINE_IDEMPOTENCY_LEASE_S": "3",
+        "PIPELINE_COMMIT_INTERVAL_S": "0.5",
+        "PIPELINE_LOG_LEVEL": "WARNING",
+        **extra,
+    })
+    return env
+
+
+async def start_worker_process(env: dict[str, str], log_path) -> asyncio.subprocess.Process:  # noqa: ANN001
+    """`pipeline run --no-sink` in a child process; its log goes to `log_path` for post-mortems."""
+    with open(log_path, "ab") as log:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pipeline.cli", "run", "--no-sink", env=env, stdout=log, stderr=log,
+        )
+
+
+async def collect_replies(bootstrap: str, topic: str, want: int, *, timeout_s: float, settle_s: float) -> dict:
+    """request_id -> list of reply bytes, until `want` distinct ids arrived (plus a settle period)."""
+    partitions = await topic_partitions(bootstrap, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+    await consumer.start()
+    replies: dict[str, list[bytes]] = defaultdict(list)
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline, settle_until = time.monotonic() + timeout_s, None
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for r in records:
+                    replies[r.headers and dict(r.headers).get("correlation_id", b"").decode()].append(r.value)
+            if len(replies) >= want:
+                settle_until = settle_until or time.monotonic() + settle_s
+                if time.monotonic() >= settle_until:
+                    break
+        return replies
+    finally:
+        await consumer.stop()
+
+
+async def wait_for_calls(sim, n: int, worker, timeout_s: float = 60) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while len(await sim.requests()) < n:
+        assert worker.returncode is None, f"worker exited with {worker.returncode} (see its log)"
+        assert time.monotonic() < deadline, "the worker never got going"
+        await asyncio.sleep(0.1)
+
+
+async def test_sigkill_mid_burst_loses_nothing_and_pays_at_most_in_flight_twice(settings, sim, redis_url, tmp_path) -> None:  # noqa: ANN001
+    await sim.configure(latency_ms=1000, latency_jitter_ms=4000)  # 1 to 5 s per call
+    await ensure_topics(settings.kafka_bootstrap_servers,
+                        [settings.topic_requests, settings.topic_replies, settings.topic_usage], partitions=4)
+    await produce(settings.kafka_bootstrap_servers, settings.topic_requests,
+                  [(f"k{i}".encode(), encode(request_doc(f"burst-{i:03d}"))) for i in range(BURST)])
+    env = worker_env(settings, redis_url)
+    first = await start_worker_process(env, tmp_path / "worker-1.log")
+    try:
+        await wait_for_calls(sim, 150, first)
+        await asyncio.sleep(1.0)  # some calls finished and replied, many still in flight
+        first.send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        await first.wait()
+    finally:
+        if first.returncode is None:
+            first.kill()
+    second = await start_worker_process(env, tmp_path / "worker-2.log")
+    try:
+        replies = await collect_replies(settings.kafka_bootstrap_servers, settings.topic_replies, BURST,
+                                        timeout_s=120, settle_s=3)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(second.wait(), 30)
+    assert set(replies) == {f"burst-{i:03d}" for i in range(BURST)}, "every request gets a reply"
+    assert all(len(set(values)) == 1 for values in replies.values()), "no request gets two different replies"
+    calls = await sim.requests()
+    in_flight_at_kill = sum(
+        1 for c in calls if c["ts"] <= killed_at < c["ts"] + c["latency_ms"] / 1000
+    )
+    assert in_flight_at_kill > 0
+    assert BURST <= len(calls) <= BURST + in_flight_at_kill
+    assert second.returncode == 0  # SIGTERM: graceful shutdown, exit 0
+
+
+async def test_rebalance_mid_burst_duplicates_only_in_flight_work(settings, sim, redis_url, tmp_path) -> None:  # noqa: ANN001
+    await sim.configure(latency_ms=500, latency_jitter_ms=1500)
+    await ensure_topics(settings.kafka_bootstrap_servers,
+                        [settings.topic_requests, settings.topic_replies, settings.topic_usage], partitions=4)
+    await produce(settings.kafka_bootstrap_servers, settings.topic_requests,
+                  [(f"k{i}".encode(), encode(request_doc(f"rb-{i:03d}"))) for i in range(BURST)])
+    env = worker_env(settings, redis_url, PIPELINE_MAX_IN_FLIGHT="100", PIPELINE_PARTITION_WINDOW="25",
+                     PIPELINE_SHUTDOWN_GRACE_S="1")
+    first = await start_worker_process(env, tmp_path / "worker-1.log")
+    second = None
+    try:
+        await wait_for_calls(sim, 60, first)
+        second = await start_worker_process(env, tmp_path / "worker-2.log")  # joins the group: partitions move mid-burst
+        await wait_for_calls(sim, 250, second, timeout_s=90)
+        first.send_signal(signal.SIGTERM)  # graceful: grace period, commit, hand back
+        assert await asyncio.wait_for(first.wait(), 30) == 0
+        replies = await collect_replies(settings.kafka_bootstrap_servers, settings.topic_replies, BURST,
+                                        timeout_s=120, settle_s=3)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(proc.wait(), 30)
+    assert set(replies) == {f"rb-{i:03d}" for i in range(BURST)}, "no gaps"
+    assert all(len(set(values)) == 1 for values in replies.values())
+    calls = await sim.requests()
+    per_request: dict[str, int] = defaultdict(int)
+    for c in calls:
+        per_request[c["headers_subset"].get("x-pipeline-request-id", "")] += 1
+    # Work cut off by the grace period is called again on the new owner (bounded by the windows);
+    # a request that was already replied is never called again (the shared store answers it).
+    duplicates = sum(n - 1 for n in per_request.values() if n > 1)
+    assert duplicates <= 100
+    assert len(calls) == BURST + duplicates
