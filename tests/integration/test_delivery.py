@@ -149,3 +149,32 @@ async def test_all_candidates_rate_limited_waits_instead_of_failing(settings, st
     usage = await read_topic(settings.kafka_bootstrap_servers, settings.topic_usage, count=3)
     events = sorted((orjson.loads(u.value) for u in usage), key=lambda e: e["attempt"])
     assert [(e["attempt"], e["is_fallback"]) for e in events] == [(1, False), (2, True), (3, False)]
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_per_key_ordering_is_optional(settings, ordered: bool) -> None:  # noqa: ANN001
+    """With ordering on, records of one key finish in offset order even when early ones are slow."""
+    import random
+
+    topic = settings.topic_requests
+    await ensure_topics(settings.kafka_bootstrap_servers, [topic], partitions=1)
+    rng = random.Random(7)
+    delays = {i: rng.uniform(0, 0.2) for i in range(30)}
+    finished: dict[bytes, list[int]] = {b"a": [], b"b": []}
+
+    async def process(record) -> None:  # noqa: ANN001
+        i = int(record.value)
+        await asyncio.sleep(delays[i])
+        finished[record.key].append(i)
+
+    intake = ConcurrentIntake(build_consumer(settings, settings.consumer_group), topic, process,
+                              IntakeLimits(ordered_by_key=ordered))
+    await intake.start()
+    try:
+        await produce(settings.kafka_bootstrap_servers, topic,
+                      [(b"a" if i % 2 else b"b", str(i).encode()) for i in range(30)])
+        await eventually(lambda: _true(sum(map(len, finished.values())) == 30))
+    finally:
+        await intake.stop()
+    in_order = all(v == sorted(v) for v in finished.values())
+    assert in_order if ordered else not in_order  # unordered: random delays reorder them
