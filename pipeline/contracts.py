@@ -31,6 +31,8 @@ class ErrorCode(StrEnum):
     REPLY_TOPIC_NOT_ALLOWED = "reply_topic_not_allowed"
     UNKNOWN_MODEL = "unknown_model"
     NO_ROUTE = "no_route"
+    NO_ELIGIBLE_MODEL = "no_eligible_model"
+    BUDGET_EXCEEDED = "budget_exceeded"
     # Provider outcomes (per attempt, and for the final reply when every candidate failed).
     RATE_LIMITED = "rate_limited"
     SERVER_ERROR = "server_error"
@@ -44,6 +46,17 @@ class ErrorCode(StrEnum):
     PROVIDER_ERROR = "provider_error"
     ALL_CANDIDATES_FAILED = "all_candidates_failed"
     INTERNAL_ERROR = "internal_error"
+
+
+class SkipReason(StrEnum):
+    """Why the router passed over a candidate model for a request."""
+
+    DISABLED = "disabled"
+    MISSING_CAPABILITY = "missing_capability"
+    CONTEXT_TOO_LONG = "context_too_long"
+    OVER_COST_CEILING = "over_cost_ceiling"
+    COOLING_DOWN = "cooling_down"
+    BUDGET_EXCEEDED = "budget_exceeded"
 
 
 class _Event(BaseModel):
@@ -131,6 +144,23 @@ class Attempt(BaseModel):
     latency_ms: float
 
 
+class SkippedCandidate(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    reason: SkipReason
+    detail: str = ""
+
+
+class RoutingInfo(BaseModel):
+    """Why the answering model was chosen: the candidates passed over, and whether budgets forced it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    skipped: list[SkippedCandidate] = Field(default_factory=list)
+    budget_downgrade: bool = False
+
+
 class ReplyStatus(StrEnum):
     OK = "ok"
     ERROR = "error"
@@ -150,6 +180,7 @@ class CompletionReply(_Event):
     latency_ms: float = 0.0
     attempts: list[Attempt] = Field(default_factory=list)
     error: ReplyError | None = None
+    routing: RoutingInfo = Field(default_factory=RoutingInfo)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -180,6 +211,8 @@ class UsageEvent(_Event):
     latency_ms: float = 0.0
     attempt: int = Field(ge=1, description="1-based position of this call within the request.")
     is_fallback: bool = False
+    route_skipped: list[str] = Field(default_factory=list, description="'model:reason' for each candidate passed over.")
+    budget_downgrade: bool = False
     ts: datetime = Field(default_factory=_now)
 
     @field_validator("ts")
@@ -188,11 +221,25 @@ class UsageEvent(_Event):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+class BudgetAlert(_Event):
+    """Published once per budget window when spend crosses the alert threshold (topic llm.alerts)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    alert_id: str = Field(default_factory=_new_event_id)
+    budget: str = Field(description="e.g. 'tenant acme daily'.")
+    key: str = Field(description="Budget and window, e.g. 'tenant=acme:daily:2026-11-23'.")
+    limit_usd: float
+    spent_usd: float
+    threshold: float
+    ts: datetime = Field(default_factory=_now)
+
+
 #: Every public event, by the file name of its generated schema.
 PUBLIC_EVENTS: dict[str, type[BaseModel]] = {
     "completion_request": CompletionRequest,
     "completion_reply": CompletionReply,
     "usage_event": UsageEvent,
+    "budget_alert": BudgetAlert,
 }
 
 

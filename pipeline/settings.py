@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     topic_usage: str = "llm.usage"
     topic_dlq: str = "llm.requests.dlq"
     topic_usage_dlq: str = "llm.usage.dlq"
+    topic_alerts: str = "llm.alerts"
     allowed_reply_topics: str = Field(
         "llm.replies*", description="Comma-separated glob patterns a request's reply_to must match."
     )
@@ -86,6 +87,9 @@ class Settings(BaseSettings):
     # Configuration files and providers
     config_dir: Path = Field(Path("config"), validation_alias=_env("CONFIG_DIR"))
     provider_timeout_s: float = Field(60.0, description="Per-attempt timeout of one provider call.")
+    estimate_completion_tokens: int = Field(
+        512, ge=1, description="Completion tokens assumed for cost estimates when a request sets no max_tokens."
+    )
 
     def reply_topic_allowed(self, topic: str) -> bool:
         return any(fnmatch.fnmatchcase(topic, p.strip()) for p in self.allowed_reply_topics.split(",") if p.strip())

@@ -38,6 +38,7 @@ class ModelSpec(BaseModel):
     context_window: int | None = Field(default=None, gt=0)
     price: Price | None = None
     capabilities: frozenset[str] = frozenset()
+    quality: int = Field(default=3, ge=1, le=5, description="Relative answer quality, for cost_preference.")
     disabled: bool = False
 
     @model_validator(mode="after")

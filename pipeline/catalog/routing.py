@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.catalog.budgets import CostControls
 from pipeline.catalog.errors import ConfigError
 from pipeline.catalog.models import ModelSpec
 from pipeline.catalog.yaml_loader import load_yaml_mapping
 
 
+class CostPreference(StrEnum):
+    """How eligible candidates are ordered: as listed, or by estimated cost and catalog quality."""
+
+    LISTED = "listed"
+    CHEAPEST = "cheapest"
+    BALANCED = "balanced"
+    QUALITY = "quality"
+
+
 class Route(BaseModel):
-    """Ordered candidates: the first that answers wins (a fallback chain)."""
+    """Candidates tried in order (a fallback chain) among those eligible for the request."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     candidates: tuple[str, ...] = Field(min_length=1)
+    capabilities: frozenset[str] = Field(default=frozenset(), description="Every candidate used must have these.")
+    cost_preference: CostPreference = CostPreference.LISTED
 
 
 class RoutingPolicy(BaseModel):
@@ -24,6 +37,7 @@ class RoutingPolicy(BaseModel):
 
     routes: dict[str, Route] = Field(default_factory=dict)
     default: Route | None = Field(default=None, description="Used for task types with no route of their own.")
+    cost_controls: CostControls = Field(default_factory=CostControls)
 
     def route_for(self, task_type: str) -> Route | None:
         return self.routes.get(task_type, self.default)
@@ -46,4 +60,9 @@ def load_routing(file: Path, models: dict[str, ModelSpec]) -> RoutingPolicy:
                 raise ConfigError(
                     file, f"{entry}.candidates[{i}]", f"unknown model {candidate!r} (catalog has: {known})"
                 )
+        if route.capabilities and not any(route.capabilities <= models[c].capabilities for c in route.candidates):
+            raise ConfigError(
+                file, f"{entry}.capabilities",
+                f"no candidate has every required capability {sorted(route.capabilities)}",
+            )
     return policy

@@ -12,10 +12,13 @@ from pipeline.contracts import (
     ErrorCode,
     ReplyError,
     ReplyStatus,
+    RoutingInfo,
+    SkippedCandidate,
     Usage,
     UsageEvent,
 )
 from pipeline.stages.call import AttemptResult, CallOutcome
+from pipeline.stages.route import RoutePlan
 
 
 def error_reply(
@@ -40,9 +43,20 @@ def _attempt(a: AttemptResult) -> Attempt:
     )
 
 
-def build_reply(request: CompletionRequest, outcome: CallOutcome, latency_ms: float) -> CompletionReply:
-    """Success carries the answer; failure names the last error and lists every attempt."""
+def routing_info(plan: RoutePlan, outcome: CallOutcome) -> RoutingInfo:
+    skipped = [*plan.skipped, *outcome.skipped]
+    return RoutingInfo(
+        skipped=[SkippedCandidate(model=s.model, reason=s.reason, detail=s.detail) for s in skipped],
+        budget_downgrade=outcome.budget_downgrade,
+    )
+
+
+def build_reply(
+    request: CompletionRequest, plan: RoutePlan, outcome: CallOutcome, latency_ms: float
+) -> CompletionReply:
+    """Success carries the answer; failure names the last error (or the budget) and every attempt."""
     attempts = [_attempt(a) for a in outcome.attempts]
+    routing = routing_info(plan, outcome)
     cost = sum(a.cost_usd for a in outcome.attempts)
     answer = outcome.answer
     if answer is not None and answer.response is not None:
@@ -61,25 +75,32 @@ def build_reply(request: CompletionRequest, outcome: CallOutcome, latency_ms: fl
             cost_usd=cost,
             latency_ms=round(latency_ms, 3),
             attempts=attempts,
+            routing=routing,
             metadata=request.metadata,
         )
     last = outcome.attempts[-1].error if outcome.attempts else None
-    if last is not None and len(outcome.attempts) == 1:
+    if not outcome.attempts and outcome.budget_refusal is not None:
+        code, message = ErrorCode.BUDGET_EXCEEDED, outcome.budget_refusal.describe()
+    elif last is not None and len(outcome.attempts) == 1 and not outcome.skipped:
         code, message = last.code, f"{outcome.attempts[0].spec.name}: {last.message}"
     else:
         code = ErrorCode.ALL_CANDIDATES_FAILED
-        message = "; ".join(f"{a.spec.name}: {a.error.code.value}" for a in outcome.attempts if a.error)
+        message = "; ".join(
+            [f"{a.spec.name}: {a.error.code.value}" for a in outcome.attempts if a.error]
+            + [f"{s.model}: {s.reason.value} ({s.detail})" for s in outcome.skipped]
+        )
         if last is not None:
             message += f" (last error: {last.message})"
     return error_reply(
         request.request_id, code, message, metadata=request.metadata, cost_usd=cost,
-        latency_ms=round(latency_ms, 3), attempts=attempts,
+        latency_ms=round(latency_ms, 3), attempts=attempts, routing=routing,
     )
 
 
-def usage_events(request: CompletionRequest, outcome: CallOutcome) -> list[UsageEvent]:
+def usage_events(request: CompletionRequest, plan: RoutePlan, outcome: CallOutcome) -> list[UsageEvent]:
     """One event per attempt; a call to any model but the first one tried is a fallback."""
     events = []
+    skipped = [f"{s.model}:{s.reason.value}" for s in (*plan.skipped, *outcome.skipped)]
     primary = outcome.attempts[0].spec.name if outcome.attempts else None
     for a in outcome.attempts:
         prompt = a.response.prompt_tokens if a.response else 0
@@ -101,6 +122,8 @@ def usage_events(request: CompletionRequest, outcome: CallOutcome) -> list[Usage
                 latency_ms=round(a.latency_ms, 3),
                 attempt=a.number,
                 is_fallback=a.spec.name != primary,
+                route_skipped=skipped,
+                budget_downgrade=outcome.budget_downgrade,
                 ts=a.started_at,
             )
         )

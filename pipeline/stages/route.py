@@ -1,41 +1,135 @@
-"""Route stage: pick the ordered candidate models that may serve a request."""
+"""Route stage: which catalog models may serve a request, in what order, and why others may not.
+
+Eligibility is decided before any call: required capabilities, the prompt (LiteLLM's token
+counter) plus the completion budget fitting the context window, the estimated cost fitting the
+request's cost ceiling, and the model being enabled and not cooling down. Budgets are checked
+at call time by reservation (stages/budget.py), since only a reservation is atomic.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.catalog import Catalog, ModelSpec
-from pipeline.contracts import CompletionRequest, ErrorCode
+from pipeline.catalog.routing import CostPreference, Route
+from pipeline.contracts import CompletionRequest, ErrorCode, SkipReason
+from pipeline.stages.cost import per_token_prices
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    spec: ModelSpec
+    prompt_tokens: int
+    completion_tokens: int  # what the estimate assumes: max_tokens, else the default
+    estimated_cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    model: str
+    reason: SkipReason
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class RoutePlan:
-    """Candidates in the order they will be tried; the first one is the primary."""
+    """Eligible candidates in the order they will be tried; the first one is the primary."""
 
-    candidates: tuple[ModelSpec, ...]
+    candidates: tuple[Candidate, ...]
+    skipped: tuple[Skipped, ...] = ()
+    ceiling_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RouteRefusal:
     code: ErrorCode
     detail: str
+    skipped: tuple[Skipped, ...] = ()
 
 
-def plan_route(request: CompletionRequest, catalog: Catalog) -> RoutePlan | RouteRefusal:
-    """An explicit `model` skips task routing; otherwise the task type's route (or the default)."""
+def count_prompt_tokens(spec: ModelSpec, request: CompletionRequest) -> int:
+    """LiteLLM's tokenizer for this model (bundled, no network)."""
+    import litellm
+
+    messages = [m.model_dump(exclude_none=True) for m in request.messages]
+    try:
+        return int(litellm.token_counter(model=spec.litellm_model, messages=messages))
+    except Exception:  # an exotic message shape must not make routing fail: estimate by characters
+        return sum(len(str(m.get("content") or "")) for m in messages) // 4 + 4 * len(messages)
+
+
+def estimate(spec: ModelSpec, request: CompletionRequest, default_completion_tokens: int) -> Candidate:
+    prompt = count_prompt_tokens(spec, request)
+    completion = request.max_tokens or default_completion_tokens
+    inp, out = per_token_prices(spec)
+    return Candidate(spec, prompt, completion, prompt * inp + completion * out)
+
+
+def _order(candidates: list[Candidate], preference: CostPreference) -> list[Candidate]:
+    if preference is CostPreference.CHEAPEST:
+        return sorted(candidates, key=lambda c: c.estimated_cost_usd)
+    if preference is CostPreference.QUALITY:
+        return sorted(candidates, key=lambda c: -c.spec.quality)
+    if preference is CostPreference.BALANCED:
+        return sorted(candidates, key=lambda c: c.estimated_cost_usd / c.spec.quality)
+    return candidates
+
+
+def plan_route(
+    request: CompletionRequest,
+    catalog: Catalog,
+    *,
+    default_completion_tokens: int = 512,
+    cooling_down: Callable[[str], bool] = lambda model: False,
+) -> RoutePlan | RouteRefusal:
+    """An explicit `model` skips task routing (but not eligibility); else the task's route or the default."""
     if request.model is not None:
         spec = catalog.models.get(request.model)
         if spec is None:
             return RouteRefusal(ErrorCode.UNKNOWN_MODEL, f"model {request.model!r} is not in the catalog")
-        if spec.disabled:
-            return RouteRefusal(ErrorCode.UNKNOWN_MODEL, f"model {request.model!r} is disabled")
-        return RoutePlan((spec,))
-    route = catalog.routing.route_for(request.task_type)
-    if route is None:
-        return RouteRefusal(
-            ErrorCode.NO_ROUTE, f"no route for task_type {request.task_type!r} and no default route"
-        )
-    candidates = tuple(catalog.models[name] for name in route.candidates if not catalog.models[name].disabled)
-    if not candidates:
-        return RouteRefusal(ErrorCode.NO_ROUTE, f"every candidate for task_type {request.task_type!r} is disabled")
-    return RoutePlan(candidates)
+        route = Route(candidates=(spec.name,))
+    else:
+        found = catalog.routing.route_for(request.task_type)
+        if found is None:
+            return RouteRefusal(ErrorCode.NO_ROUTE, f"no route for task_type {request.task_type!r} and no default route")
+        route = found
+    ceiling = catalog.routing.cost_controls.request_ceiling(request.tenant, request.max_cost_usd)
+    eligible: list[Candidate] = []
+    skipped: list[Skipped] = []
+    for name in route.candidates:
+        spec = catalog.models[name]
+        reason = _ineligible(spec, route, cooling_down)
+        if reason is not None:
+            skipped.append(Skipped(name, *reason))
+            continue
+        candidate = estimate(spec, request, default_completion_tokens)
+        window = spec.context_window
+        if window is not None and candidate.prompt_tokens + candidate.completion_tokens > window:
+            skipped.append(Skipped(name, SkipReason.CONTEXT_TOO_LONG,
+                                   f"{candidate.prompt_tokens}+{candidate.completion_tokens} tokens > {window}"))
+            continue
+        if ceiling is not None and candidate.estimated_cost_usd > ceiling:
+            skipped.append(Skipped(name, SkipReason.OVER_COST_CEILING,
+                                   f"estimated {candidate.estimated_cost_usd:.6f} > ceiling {ceiling:.6f} USD"))
+            continue
+        eligible.append(candidate)
+    if eligible:
+        return RoutePlan(tuple(_order(eligible, route.cost_preference)), tuple(skipped), ceiling)
+    summary = "; ".join(f"{s.model}: {s.reason.value}" + (f" ({s.detail})" if s.detail else "") for s in skipped)
+    if skipped and all(s.reason is SkipReason.OVER_COST_CEILING for s in skipped):
+        return RouteRefusal(ErrorCode.BUDGET_EXCEEDED, f"request cost ceiling {ceiling} USD: {summary}", tuple(skipped))
+    return RouteRefusal(ErrorCode.NO_ELIGIBLE_MODEL, f"no eligible model: {summary}", tuple(skipped))
+
+
+def _ineligible(
+    spec: ModelSpec, route: Route, cooling_down: Callable[[str], bool]
+) -> tuple[SkipReason, str] | None:
+    if spec.disabled:
+        return SkipReason.DISABLED, ""
+    missing = route.capabilities - spec.capabilities
+    if missing:
+        return SkipReason.MISSING_CAPABILITY, ",".join(sorted(missing))
+    if cooling_down(spec.name):
+        return SkipReason.COOLING_DOWN, ""
+    return None

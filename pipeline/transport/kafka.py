@@ -57,7 +57,7 @@ class BrokerPublisher:
 def pipeline_topics(settings: Settings) -> list[str]:
     return [
         settings.topic_requests, settings.topic_replies, settings.topic_usage, settings.topic_dlq,
-        settings.topic_usage_dlq,
+        settings.topic_usage_dlq, settings.topic_alerts,
     ]
 
 

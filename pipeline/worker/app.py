@@ -12,7 +12,10 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from pipeline.catalog import Catalog, load_catalog
 from pipeline.settings import Settings
 from pipeline.transport.clickhouse import ClickHouseUsageStore, UsageStore
+from pipeline.stages.budget import BudgetGuard
 from pipeline.state import ProcessedStore, processed_store_from_settings
+from pipeline.state.budget import BudgetLedger, ledger_from_settings
+from pipeline.worker.spend_restore import restore_spend
 from pipeline.transport.kafka import BrokerPublisher, build_broker, build_consumer, ensure_topics, pipeline_topics
 from pipeline.transport.kafka_intake import ConcurrentIntake, IntakeLimits
 from pipeline.transport.llm import LiteLLMProvider, ProviderClient
@@ -49,6 +52,7 @@ class Worker:
     store: UsageStore | None = None
     intake: ConcurrentIntake | None = None
     processed: ProcessedStore | None = None
+    ledger: BudgetLedger | None = None
     _owned_store: ClickHouseUsageStore | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -62,6 +66,8 @@ class Worker:
             applied = await self._owned_store.migrate()
             if applied:
                 log.info("applied ClickHouse migrations %s", applied)
+        if self.ledger is not None and isinstance(self.store, ClickHouseUsageStore):
+            await restore_spend(self.store, self.ledger)
         await self.broker.start()
         if self.intake is not None:
             await self.intake.start()
@@ -74,6 +80,8 @@ class Worker:
         await self.broker.stop()
         if self.processed is not None:
             await self.processed.close()
+        if self.ledger is not None:
+            await self.ledger.close()
         if self._owned_store is not None:
             self._owned_store.close()
 
@@ -104,13 +112,17 @@ def create_worker(
 
     intake: ConcurrentIntake | None = None
     processed: ProcessedStore | None = None
+    ledger: BudgetLedger | None = None
     if with_requests:
         processed = processed_store_from_settings(
             settings.redis_url,
             reply_ttl_s=settings.idempotency_ttl_s,
             max_entries=settings.idempotency_max_entries,
         )
-        handler = RequestHandler(settings, lambda: current, provider or LiteLLMProvider(), publisher, processed)
+        ledger = ledger_from_settings(settings.redis_url)
+        handler = RequestHandler(
+            settings, lambda: current, provider or LiteLLMProvider(), publisher, processed, BudgetGuard(ledger)
+        )
         intake = ConcurrentIntake(
             build_consumer(settings, settings.consumer_group),
             settings.topic_requests,
@@ -145,4 +157,5 @@ def create_worker(
         async def on_usage(body: Any, msg: KafkaMessage) -> None:
             await sink.write_batch([_record(r) for r in msg.raw_message])
 
-    return Worker(settings=settings, broker=broker, store=store, intake=intake, processed=processed, _owned_store=owned)
+    return Worker(settings=settings, broker=broker, store=store, intake=intake, processed=processed,
+                  ledger=ledger, _owned_store=owned)

@@ -13,17 +13,46 @@ import uuid
 from collections.abc import Callable
 
 from pipeline.catalog import Catalog
-from pipeline.contracts import CORRELATION_HEADER, CompletionReply, CompletionRequest, DeadLetterHeader, ErrorCode
+from pipeline.contracts import (
+    CORRELATION_HEADER,
+    BudgetAlert,
+    CompletionReply,
+    CompletionRequest,
+    DeadLetterHeader,
+    ErrorCode,
+)
 from pipeline.settings import Settings
-from pipeline.stages.call import CallOutcome, call_with_fallback
-from pipeline.stages.reply import build_reply, error_reply, usage_events
-from pipeline.stages.route import RoutePlan, RouteRefusal, plan_route
+from pipeline.stages.budget import BudgetAlert as BudgetAlertCrossing
+from pipeline.stages.budget import BudgetGuard, BudgetRefusal, Reservation
+from pipeline.stages.call import CallOutcome, SpendControl, call_with_fallback
+from pipeline.stages.reply import build_reply, error_reply, routing_info, usage_events
+from pipeline.stages.route import Candidate, RoutePlan, RouteRefusal, plan_route
 from pipeline.stages.validate import Rejection, validate_request
 from pipeline.state import ProcessedStore
 from pipeline.transport.llm import ProviderClient
 from pipeline.worker.records import Publisher, SourceRecord, dead_letter_headers
 
 log = logging.getLogger(__name__)
+
+
+class _RequestSpend:
+    """Binds the budget guard to one request's tenant, task type and config snapshot."""
+
+    def __init__(self, handler: RequestHandler, catalog: Catalog, request: CompletionRequest) -> None:
+        assert handler._budget is not None
+        self._handler = handler
+        self._guard = handler._budget
+        self._controls = catalog.routing.cost_controls
+        self._request = request
+
+    async def reserve(self, candidate: Candidate) -> Reservation | BudgetRefusal:
+        return await self._guard.reserve(
+            self._controls, self._request.tenant, self._request.task_type, candidate.estimated_cost_usd
+        )
+
+    async def settle(self, reservation: Reservation, actual_usd: float) -> None:
+        for alert in await self._guard.settle(reservation, actual_usd, self._controls.alert_threshold):
+            await self._handler.publish_alert(alert)
 
 
 def encode_reply(reply: CompletionReply) -> bytes:
@@ -40,12 +69,14 @@ class RequestHandler:
         provider: ProviderClient,
         publisher: Publisher,
         processed: ProcessedStore | None = None,
+        budget: BudgetGuard | None = None,
     ) -> None:
         self._settings = settings
         self._catalog = catalog
         self._provider = provider
         self._publisher = publisher
         self._processed = processed
+        self._budget = budget
         self._owner_prefix = uuid.uuid4().hex[:12]
 
     async def handle(self, record: SourceRecord) -> None:
@@ -123,11 +154,15 @@ class RequestHandler:
     async def _serve(self, record: SourceRecord, request: CompletionRequest, started: float) -> CompletionReply:
         """Route and call; usage events are acknowledged before the reply is returned for publishing."""
         catalog = self._catalog()  # one snapshot for the whole request
-        plan = plan_route(request, catalog)
+        plan = plan_route(request, catalog, default_completion_tokens=self._settings.estimate_completion_tokens)
         if isinstance(plan, RouteRefusal):
-            return error_reply(request.request_id, plan.code, plan.detail, metadata=request.metadata)
-        outcome = await self._call(request, plan)
-        reply = build_reply(request, outcome, (time.perf_counter() - started) * 1000)
+            return error_reply(
+                request.request_id, plan.code, plan.detail, metadata=request.metadata,
+                routing=routing_info(RoutePlan((), plan.skipped), CallOutcome()),
+            )
+        spend = _RequestSpend(self, catalog, request) if self._budget is not None else None
+        outcome = await self._call(request, plan, spend)
+        reply = build_reply(request, plan, outcome, (time.perf_counter() - started) * 1000)
         log.info(
             "request %s task_type=%s tenant=%s -> %s model=%s attempts=%d cost_usd=%.6f",
             request.request_id, request.task_type, request.tenant, reply.status.value, reply.model,
@@ -135,7 +170,7 @@ class RequestHandler:
         )
         return reply
 
-    async def _call(self, request: CompletionRequest, plan: RoutePlan) -> CallOutcome:
+    async def _call(self, request: CompletionRequest, plan: RoutePlan, spend: SpendControl | None) -> CallOutcome:
         """The fallback chain; when every candidate is rate-limited, wait and go round again.
 
         Waiting holds this request's in-flight slot, so a rate-limited fleet of providers fills
@@ -147,10 +182,12 @@ class RequestHandler:
         while True:
             round_ = await call_with_fallback(
                 request, plan, self._provider, timeout_s=self._settings.provider_timeout_s,
-                first_attempt=len(outcome.attempts) + 1,
+                first_attempt=len(outcome.attempts) + 1, spend=spend,
             )
-            await self._publish_usage(request, round_)
+            await self._publish_usage(request, plan, round_)
             outcome.attempts.extend(round_.attempts)
+            outcome.skipped.extend(round_.skipped)
+            outcome.budget_refusal = outcome.budget_refusal or round_.budget_refusal
             if round_.answer is not None or not round_.attempts:
                 return outcome
             errors = [a.error for a in round_.attempts if a.error is not None]
@@ -163,7 +200,7 @@ class RequestHandler:
             await asyncio.sleep(pause)
             waited += pause
 
-    async def _publish_usage(self, request: CompletionRequest, outcome: CallOutcome) -> None:
+    async def _publish_usage(self, request: CompletionRequest, plan: RoutePlan, outcome: CallOutcome) -> None:
         await asyncio.gather(
             *(
                 self._publisher.publish(
@@ -172,9 +209,20 @@ class RequestHandler:
                     key=request.request_id.encode(),
                     headers={CORRELATION_HEADER: request.request_id},
                 )
-                for event in usage_events(request, outcome)
+                for event in usage_events(request, plan, outcome)
             )
         )
+
+    async def publish_alert(self, alert: BudgetAlertCrossing) -> None:
+        """One alert per budget window (the ledger guarantees once), to the alerts topic and the log."""
+        assert self._budget is not None
+        (spent,) = await self._budget.ledger.values([alert.line.key])
+        event = BudgetAlert(budget=alert.line.name, key=alert.line.key, limit_usd=alert.line.limit / 1e6,
+                            spent_usd=spent / 1e6, threshold=alert.threshold)
+        log.warning("budget alert: %s at %.6f of %.6f USD (threshold %.0f%%)", event.budget, event.spent_usd,
+                    event.limit_usd, event.threshold * 100)
+        await self._publisher.publish(self._settings.topic_alerts, event.model_dump_json().encode(),
+                                      key=alert.line.key.encode(), headers={})
 
     async def _reject(self, record: SourceRecord, rejection: Rejection) -> None:
         log.warning(

@@ -39,15 +39,15 @@ class ScriptedProvider:
 def test_route_by_task_type_and_default() -> None:
     plan = plan_route(request(), CATALOG)
     assert isinstance(plan, RoutePlan)
-    assert [c.name for c in plan.candidates] == list(CATALOG.routing.routes["summarize"].candidates)
+    assert [c.spec.name for c in plan.candidates] == list(CATALOG.routing.routes["summarize"].candidates)
     plan = plan_route(request(task_type="poetry"), CATALOG)
     assert isinstance(plan, RoutePlan)
-    assert [c.name for c in plan.candidates] == list(CATALOG.routing.default.candidates)
+    assert [c.spec.name for c in plan.candidates] == list(CATALOG.routing.default.candidates)
 
 
 def test_explicit_model_skips_routing_and_unknown_model_is_refused() -> None:
     plan = plan_route(request(model="sim-llama"), CATALOG)
-    assert isinstance(plan, RoutePlan) and [c.name for c in plan.candidates] == ["sim-llama"]
+    assert isinstance(plan, RoutePlan) and [c.spec.name for c in plan.candidates] == ["sim-llama"]
     refusal = plan_route(request(model="gpt-17"), CATALOG)
     assert isinstance(refusal, RouteRefusal) and refusal.code is ErrorCode.UNKNOWN_MODEL
 
@@ -64,7 +64,7 @@ async def test_first_candidate_answers() -> None:
     provider = ScriptedProvider({"sim-gpt-4o-mini": ProviderResponse("hello", 100, 20, "stop")})
     plan = plan_route(request(), CATALOG)
     outcome = await call_with_fallback(request(), plan, provider, timeout_s=5)
-    reply = build_reply(request(), outcome, 12.5)
+    reply = build_reply(request(), plan, outcome, 12.5)
     assert reply.status is ReplyStatus.OK and reply.content == "hello" and reply.model == "sim-gpt-4o-mini"
     assert reply.usage.total_tokens == 120 and reply.metadata == {"k": "v"}
     assert reply.cost_usd == pytest.approx(100 * 0.15e-6 + 20 * 0.6e-6)
@@ -77,14 +77,15 @@ async def test_fallback_records_both_attempts() -> None:
         "sim-claude-haiku": ProviderResponse("from claude", 50, 10),
     })
     req = request()
-    outcome = await call_with_fallback(req, plan_route(req, CATALOG), provider, timeout_s=5)
-    reply = build_reply(req, outcome, 30.0)
+    plan = plan_route(req, CATALOG)
+    outcome = await call_with_fallback(req, plan, provider, timeout_s=5)
+    reply = build_reply(req, plan, outcome, 30.0)
     assert reply.status is ReplyStatus.OK and reply.model == "sim-claude-haiku" and reply.provider == "anthropic"
     assert [(a.model, a.outcome, a.error_code) for a in reply.attempts] == [
         ("sim-gpt-4o-mini", AttemptOutcome.ERROR, ErrorCode.SERVER_ERROR),
         ("sim-claude-haiku", AttemptOutcome.OK, None),
     ]
-    events = usage_events(req, outcome)
+    events = usage_events(req, plan, outcome)
     assert [(e.attempt, e.is_fallback, e.status, e.model) for e in events] == [
         (1, False, AttemptOutcome.ERROR, "sim-gpt-4o-mini"),
         (2, True, AttemptOutcome.OK, "sim-claude-haiku"),
@@ -100,8 +101,9 @@ async def test_every_candidate_failing_gives_error_reply_naming_each() -> None:
         "sim-claude-haiku": ProviderError(ErrorCode.TIMEOUT, "timed out"),
     })
     req = request()
-    outcome = await call_with_fallback(req, plan_route(req, CATALOG), provider, timeout_s=5)
-    reply = build_reply(req, outcome, 1.0)
+    plan = plan_route(req, CATALOG)
+    outcome = await call_with_fallback(req, plan, provider, timeout_s=5)
+    reply = build_reply(req, plan, outcome, 1.0)
     assert reply.status is ReplyStatus.ERROR and reply.error is not None
     assert reply.error.code is ErrorCode.ALL_CANDIDATES_FAILED
     assert "sim-gpt-4o-mini: rate_limited" in reply.error.message and "timed out" in reply.error.message
@@ -111,8 +113,9 @@ async def test_every_candidate_failing_gives_error_reply_naming_each() -> None:
 async def test_bad_request_does_not_fall_back() -> None:
     provider = ScriptedProvider({"sim-gpt-4o-mini": ProviderError(ErrorCode.BAD_REQUEST, "invalid parameter")})
     req = request()
-    outcome = await call_with_fallback(req, plan_route(req, CATALOG), provider, timeout_s=5)
-    reply = build_reply(req, outcome, 1.0)
+    plan = plan_route(req, CATALOG)
+    outcome = await call_with_fallback(req, plan, provider, timeout_s=5)
+    reply = build_reply(req, plan, outcome, 1.0)
     assert provider.calls == ["sim-gpt-4o-mini"]
     assert reply.error is not None and reply.error.code is ErrorCode.BAD_REQUEST
 
