@@ -63,7 +63,7 @@ def run(
         raise typer.Exit(2) from None
 
     async def main() -> None:
-        worker = create_worker(settings, catalog=catalog, with_requests=requests, with_sink=sink)
+        worker = create_worker(settings, catalog=catalog, with_requests=requests, with_sink=sink, reload_config=True)
         async with worker:
             await _until_signalled()
 
@@ -145,6 +145,77 @@ def send(
         return 0 if reply.status == "ok" else 1
 
     raise typer.Exit(asyncio.run(main()))
+
+
+@app.command()
+def route(
+    task_type: Annotated[str, typer.Option("--task-type", "-t")] = "default",
+    tokens: Annotated[int, typer.Option(help="Prompt size in tokens (a synthetic prompt).")] = 100,
+    message: Annotated[Optional[str], typer.Option("--message", "-m", help="Route this text instead.")] = None,
+    tenant: str = "default",
+    model: Annotated[Optional[str], typer.Option(help="An explicit catalog model.")] = None,
+    max_tokens: Optional[int] = None,
+    max_cost_usd: Optional[float] = None,
+) -> None:
+    """Print the routing decision for a request, without calling anything.
+
+    Shows the eligible candidates in order with estimated tokens and cost, every skipped candidate
+    with its reason, and each budget the request draws on (shared spend when REDIS_URL is set).
+
+    Example: pipeline route -t summarize --tokens 3000 --tenant acme --max-cost-usd 0.01
+    """
+    import asyncio as _asyncio
+
+    from rich.table import Table as RichTable
+
+    from pipeline.catalog import ConfigError, load_catalog
+    from pipeline.contracts import CompletionRequest
+    from pipeline.stages.budget import budget_lines
+    from pipeline.stages.route import RouteRefusal, plan_route
+    from pipeline.state.budget import ledger_from_settings
+
+    settings = _settings()
+    try:
+        catalog = load_catalog(settings.config_dir)
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    text = message if message is not None else " ".join(["word"] * max(1, tokens))
+    request = CompletionRequest(request_id="route-preview", task_type=task_type, tenant=tenant, model=model,
+                                max_tokens=max_tokens, max_cost_usd=max_cost_usd,
+                                messages=[{"role": "user", "content": text}])
+    plan = plan_route(request, catalog, default_completion_tokens=settings.estimate_completion_tokens)
+    table = RichTable(title=f"Route for task_type={task_type} tenant={tenant}")
+    for column in ("order", "model", "provider", "prompt_tokens", "completion_tokens", "est_cost_usd", "decision"):
+        table.add_column(column)
+    if not isinstance(plan, RouteRefusal):
+        for i, c in enumerate(plan.candidates, start=1):
+            table.add_row(str(i), c.spec.name, c.spec.provider, str(c.prompt_tokens), str(c.completion_tokens),
+                          f"{c.estimated_cost_usd:.6f}", "primary" if i == 1 else "fallback")
+    for s in plan.skipped:
+        table.add_row("-", s.model, "", "", "", "", f"skipped: {s.reason.value} {s.detail}".strip())
+    console.print(table)
+    if isinstance(plan, RouteRefusal):
+        console.print(f"[red]refused[/red] {plan.code.value}: {plan.detail}")
+
+    async def budgets() -> None:
+        from datetime import UTC, datetime
+
+        ledger = ledger_from_settings(settings.redis_url, namespace=settings.redis_namespace)
+        lines = budget_lines(catalog.routing.cost_controls, tenant, task_type, datetime.now(UTC))
+        spent = await ledger.values([line.key for line in lines])
+        await ledger.close()
+        shared = "shared spend from Redis" if settings.redis_url else "this process only: set REDIS_URL"
+        budget_table = RichTable(title=f"Budgets ({shared})")
+        for column in ("budget", "window", "limit_usd", "spent_or_reserved_usd", "remaining_usd"):
+            budget_table.add_column(column)
+        for line, used in zip(lines, spent):
+            budget_table.add_row(line.name, line.key.rsplit(":", 1)[-1], f"{line.limit / 1e6:.2f}",
+                                 f"{used / 1e6:.6f}", f"{(line.limit - used) / 1e6:.6f}")
+        console.print(budget_table)
+
+    _asyncio.run(budgets())
+    raise typer.Exit(1 if isinstance(plan, RouteRefusal) else 0)
 
 
 @app.command()

@@ -81,11 +81,15 @@ class Settings(BaseSettings):
 
     # Shared state (later issues); None means in-process state for a single worker.
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    redis_namespace: str = Field("llm-pipeline", description="Key prefix, so several pipelines can share a Redis.")
 
     log_level: str = "INFO"
 
     # Configuration files and providers
     config_dir: Path = Field(Path("config"), validation_alias=_env("CONFIG_DIR"))
+    config_reload_interval_s: float = Field(
+        2.0, ge=0, description="How often the config files are checked for changes (0: only on SIGHUP)."
+    )
     provider_timeout_s: float = Field(60.0, description="Per-attempt timeout of one provider call.")
     estimate_completion_tokens: int = Field(
         512, ge=1, description="Completion tokens assumed for cost estimates when a request sets no max_tokens."

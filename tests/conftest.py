@@ -83,6 +83,7 @@ def settings(kafka_bootstrap: str, chdb_dir: Path, test_id: str, simulator: obje
         topic_usage=f"llm.usage.{test_id}",
         topic_dlq=f"llm.requests.dlq.{test_id}",
         topic_usage_dlq=f"llm.usage.dlq.{test_id}",
+        topic_alerts=f"llm.alerts.{test_id}",
         clickhouse_url=f"chdb://{chdb_dir}",
         clickhouse_database=f"t_{test_id}",
         usage_flush_interval_s=0.2,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
-from pipeline.catalog import Catalog, load_catalog
+from pipeline.catalog import Catalog
+from pipeline.catalog.live import LiveCatalog
 from pipeline.settings import Settings
 from pipeline.transport.clickhouse import ClickHouseUsageStore, UsageStore
 from pipeline.stages.budget import BudgetGuard
@@ -53,7 +58,10 @@ class Worker:
     intake: ConcurrentIntake | None = None
     processed: ProcessedStore | None = None
     ledger: BudgetLedger | None = None
+    live_catalog: LiveCatalog | None = None
     _owned_store: ClickHouseUsageStore | None = field(default=None, repr=False)
+    _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    _stopped: bool = field(default=False, repr=False)
 
     async def start(self) -> None:
         if self.settings.create_topics:
@@ -69,12 +77,21 @@ class Worker:
         if self.ledger is not None and isinstance(self.store, ClickHouseUsageStore):
             await restore_spend(self.store, self.ledger)
         await self.broker.start()
+        if self.live_catalog is not None and self.settings.config_reload_interval_s > 0:
+            self._watcher = asyncio.create_task(self.live_catalog.watch(self.settings.config_reload_interval_s))
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread / Windows
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.live_catalog.reload)
         if self.intake is not None:
             await self.intake.start()
             log.info("worker consuming %s as group %s", self.settings.topic_requests, self.settings.consumer_group)
 
     async def stop(self) -> None:
         """Intake first: in-flight requests still need the broker to publish their replies."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self.intake is not None:
             await self.intake.stop()
         await self.broker.stop()
@@ -101,9 +118,16 @@ def create_worker(
     store: UsageStore | None = None,
     with_requests: bool = True,
     with_sink: bool = True,
+    reload_config: bool = False,
 ) -> Worker:
-    """Build a worker from settings. Pass `store` to share one ClickHouse engine in-process."""
-    current = catalog or load_catalog(settings.config_dir)
+    """Build a worker from settings. Pass `store` to share one ClickHouse engine in-process.
+
+    Without `catalog` (or with `reload_config`) the configuration is read from
+    `settings.config_dir` and reloaded when its files change or on SIGHUP.
+    """
+    live = LiveCatalog(settings.config_dir, catalog) if reload_config or catalog is None else None
+    fixed = catalog
+    current: Callable[[], Catalog] = live if live is not None else (lambda: fixed)  # type: ignore[assignment,return-value]
     broker = build_broker(settings)
     publisher = BrokerPublisher(broker)
     owned: ClickHouseUsageStore | None = None
@@ -116,12 +140,13 @@ def create_worker(
     if with_requests:
         processed = processed_store_from_settings(
             settings.redis_url,
+            namespace=settings.redis_namespace,
             reply_ttl_s=settings.idempotency_ttl_s,
             max_entries=settings.idempotency_max_entries,
         )
-        ledger = ledger_from_settings(settings.redis_url)
+        ledger = ledger_from_settings(settings.redis_url, namespace=settings.redis_namespace)
         handler = RequestHandler(
-            settings, lambda: current, provider or LiteLLMProvider(), publisher, processed, BudgetGuard(ledger)
+            settings, current, provider or LiteLLMProvider(), publisher, processed, BudgetGuard(ledger)
         )
         intake = ConcurrentIntake(
             build_consumer(settings, settings.consumer_group),
@@ -158,4 +183,4 @@ def create_worker(
             await sink.write_batch([_record(r) for r in msg.raw_message])
 
     return Worker(settings=settings, broker=broker, store=store, intake=intake, processed=processed,
-                  ledger=ledger, _owned_store=owned)
+                  ledger=ledger, live_catalog=live, _owned_store=owned)

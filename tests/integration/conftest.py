@@ -19,9 +19,11 @@ async def start_worker(settings: Settings, sim: object) -> AsyncIterator[Callabl
     """`await start_worker(**setting_overrides)`; every worker started is stopped at teardown."""
     started: list[Worker] = []
 
-    async def start(catalog: Any = None, **overrides: Any) -> Worker:
+    async def start(catalog: Any = None, reload_config: bool = False, **overrides: Any) -> Worker:
         worker_settings = settings.model_copy(update=overrides) if overrides else settings
-        worker = create_worker(worker_settings, catalog=catalog or load_catalog(worker_settings.config_dir))
+        if catalog is None and not reload_config:
+            catalog = load_catalog(worker_settings.config_dir)
+        worker = create_worker(worker_settings, catalog=catalog, reload_config=reload_config)
         await worker.start()
         started.append(worker)
         return worker

@@ -27,6 +27,7 @@ def worker_env(settings, redis_url: str, **extra: str) -> dict[str, str]:  # noq
     env.update({
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "REDIS_URL": redis_url,
+        "PIPELINE_REDIS_NAMESPACE": f"test-{settings.consumer_group}",
         "PIPELINE_TOPIC_REQUESTS": settings.topic_requests,
         "PIPELINE_TOPIC_REPLIES": settings.topic_replies,
         "PIPELINE_TOPIC_USAGE": settings.topic_usage,

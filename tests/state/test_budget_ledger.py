@@ -1,0 +1,66 @@
+"""The spend ledger, one test body for both backends (in-process and a real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pipeline.state.budget import BudgetLedger, BudgetLine, InProcessLedger, RedisLedger
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def ledgers(request: pytest.FixtureRequest) -> AsyncIterator[tuple[BudgetLedger, BudgetLedger]]:
+    """Two handles on one ledger: for Redis two clients (as two workers would hold)."""
+    if request.param == "memory":
+        ledger = InProcessLedger()
+        yield ledger, ledger
+        return
+    url = request.getfixturevalue("redis_url")
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    a, b = RedisLedger(url, namespace=namespace), RedisLedger(url, namespace=namespace)
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+def line(key: str, limit: int, alert_at: int | None = None) -> BudgetLine:
+    return BudgetLine(key, key.replace(":", " "), limit, alert_at if alert_at is not None else limit)
+
+
+async def test_reserve_is_all_or_nothing_across_lines(ledgers) -> None:  # noqa: ANN001
+    ledger, _ = ledgers
+    big, small = line("global:daily:d", 1000), line("tenant=a:daily:d", 100)
+    assert await ledger.reserve([big, small], 60) is None
+    assert await ledger.reserve([big, small], 60) == (1, 60)  # the tenant line refuses, names itself
+    assert await ledger.values([big.key, small.key]) == [60, 60]  # nothing added on refusal
+
+
+async def test_concurrent_reservations_never_exceed_the_limit(ledgers) -> None:  # noqa: ANN001
+    a, b = ledgers
+    budget = line("tenant=b:daily:d", 1000)
+    results = await asyncio.gather(*((a if i % 2 else b).reserve([budget], 30) for i in range(200)))
+    assert sum(1 for r in results if r is None) == 1000 // 30
+    assert await a.values([budget.key]) == [(1000 // 30) * 30]
+
+
+async def test_settle_adjusts_and_alerts_once(ledgers) -> None:  # noqa: ANN001
+    ledger, other = ledgers
+    budget = line("tenant=c:daily:d", 1000, alert_at=500)
+    assert await ledger.reserve([budget], 400) is None
+    assert await ledger.settle([budget], -400) == []  # released
+    assert await ledger.values([budget.key]) == [0]
+    assert await ledger.reserve([budget], 100) is None
+    assert await ledger.settle([budget], 500) == [budget]  # actual 600 >= 500: alert
+    assert await ledger.reserve([budget], 10) is None
+    assert await other.settle([budget], 0) == []  # once per window, across handles
+    assert await ledger.values([budget.key]) == [610]
+
+
+async def test_restore_only_raises(ledgers) -> None:  # noqa: ANN001
+    ledger, _ = ledgers
+    await ledger.restore("k", 500)
+    await ledger.restore("k", 200)
+    assert await ledger.values(["k"]) == [500]
