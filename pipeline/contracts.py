@@ -45,6 +45,7 @@ class ErrorCode(StrEnum):
     MALFORMED_RESPONSE = "malformed_response"
     PROVIDER_ERROR = "provider_error"
     ALL_CANDIDATES_FAILED = "all_candidates_failed"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -56,7 +57,9 @@ class SkipReason(StrEnum):
     CONTEXT_TOO_LONG = "context_too_long"
     OVER_COST_CEILING = "over_cost_ceiling"
     COOLING_DOWN = "cooling_down"
+    RATE_LIMIT_REACHED = "rate_limit_reached"
     BUDGET_EXCEEDED = "budget_exceeded"
+    LARGER_CONTEXT_NEEDED = "larger_context_needed"
 
 
 class _Event(BaseModel):
@@ -106,6 +109,10 @@ class CompletionRequest(_Event):
     max_cost_usd: float | None = Field(default=None, gt=0, description="Ceiling on this request's cost.")
     max_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
+    deadline_ms: int | None = Field(
+        default=None, gt=0, description="Answer within this many ms of publishing (the Kafka record timestamp)."
+    )
+    deadline_at: datetime | None = Field(default=None, description="Absolute deadline (RFC 3339); the earlier wins.")
     reply_to: NonEmptyStr | None = Field(
         default=None, description="Reply topic; must match the worker's allowed reply topic pattern."
     )
@@ -139,6 +146,7 @@ class Attempt(BaseModel):
 
     model: str
     provider: str
+    deployment: str | None = None
     outcome: AttemptOutcome
     error_code: ErrorCode | None = None
     latency_ms: float
@@ -202,6 +210,7 @@ class UsageEvent(_Event):
     task_type: str
     model: str
     provider: str
+    deployment: str = ""
     status: AttemptOutcome
     error_code: ErrorCode | None = None
     prompt_tokens: int = 0

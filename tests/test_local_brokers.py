@@ -11,9 +11,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.local import BrokerStartError, LocalBroker
-from pipeline.transport.kafka import ensure_topics
 from pipeline.local.apache_kafka import ApacheKafka
 from pipeline.local.tansu import RECOMMENDED_CONSUMER_CONFIG, EmbeddedBroker
+from pipeline.transport.kafka import ensure_topics
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from pipeline.simulator import FaultBook, FaultRule, SimulatorConfig
-from pipeline.simulator import wire
+from pipeline.simulator import FaultBook, FaultRule, SimulatorConfig, wire
 
 
 def outcomes(book: FaultBook, n: int, model: str = "m", api: str = "openai") -> list[str]:

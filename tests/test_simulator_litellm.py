@@ -11,11 +11,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import litellm
 import pytest
 
 import pipeline  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm is imported)
-import litellm
-from pipeline.simulator import FaultBook, FaultRule, ProviderSimulator, SimulatorClient, SimulatorConfig
+from pipeline.simulator import (
+    FaultBook,
+    FaultRule,
+    ProviderSimulator,
+    SimulatorClient,
+    SimulatorConfig,
+)
 from pipeline.simulator.client import SyncSimulatorClient
 
 KEY = "sk-sim-SECRET-do-not-log"

@@ -11,7 +11,13 @@ import asyncio
 import logging
 from pathlib import Path
 
-from pipeline.catalog import MODELS_FILE, ROUTING_FILE, Catalog, ConfigError, load_catalog
+from pipeline.catalog import (
+    MODELS_FILE,
+    ROUTING_FILE,
+    Catalog,
+    ConfigError,
+    load_catalog,
+)
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.catalog.errors import ConfigError
+from pipeline.catalog.resilience import Deployment, Resilience
 from pipeline.catalog.yaml_loader import load_yaml_mapping
 
 #: LiteLLM provider prefixes that name the same upstream API family.
@@ -40,11 +41,34 @@ class ModelSpec(BaseModel):
     capabilities: frozenset[str] = frozenset()
     quality: int = Field(default=3, ge=1, le=5, description="Relative answer quality, for cost_preference.")
     disabled: bool = False
+    deployments: tuple[Deployment, ...] = Field(
+        default=(), description="Several ways to reach this model; default: one, from the fields above."
+    )
+    resilience: Resilience = Field(default_factory=Resilience)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deployments(cls, data: dict) -> dict:
+        """Deployments inherit the model's litellm_model/api_base/api_key_env; ids become 'model@id'."""
+        if not isinstance(data, dict):
+            return data
+        name = data.get("name", "")
+        raw = data.get("deployments") or [{"id": "default"}]
+        inherited = {k: data[k] for k in ("litellm_model", "api_base", "api_key_env") if data.get(k) is not None}
+        data = {**data, "deployments": [
+            {**inherited, **d, "name": f"{name}@{d.get('id', i)}" if data.get("deployments") else name}
+            if isinstance(d, dict) else d
+            for i, d in enumerate(raw)
+        ]}
+        return data
 
     @model_validator(mode="after")
     def _derive_provider(self) -> ModelSpec:
-        if "/" not in self.litellm_model:
-            raise ValueError(f"litellm_model {self.litellm_model!r} must carry a provider prefix, e.g. openai/...")
+        for litellm_model in {self.litellm_model, *(d.litellm_model for d in self.deployments)}:
+            if "/" not in litellm_model:
+                raise ValueError(f"litellm_model {litellm_model!r} must carry a provider prefix, e.g. openai/...")
+        if len({d.id for d in self.deployments}) != len(self.deployments):
+            raise ValueError("deployment ids must be unique within a model")
         if not self.provider:
             prefix = self.litellm_model.split("/", 1)[0]
             object.__setattr__(self, "provider", _PROVIDER_ALIASES.get(prefix, prefix))
@@ -58,6 +82,7 @@ class ModelSpec(BaseModel):
 class _CatalogFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    defaults: dict = Field(default_factory=dict, description="Resilience settings for every model.")
     models: dict[str, dict] = Field(min_length=1)
 
 
@@ -67,22 +92,26 @@ def load_models(file: Path) -> dict[str, ModelSpec]:
 
     raw = load_yaml_mapping(file)
     try:
-        entries = _CatalogFile.model_validate(raw).models
+        parsed = _CatalogFile.model_validate(raw)
+        base = Resilience().merged(parsed.defaults)
     except ValidationError as exc:
-        raise ConfigError.from_validation(file, exc) from None
+        raise ConfigError.from_validation(file, exc, prefix="defaults" if "defaults" in str(exc) else "") from None
+    entries = parsed.models
     models: dict[str, ModelSpec] = {}
     for name, body in entries.items():
         if not isinstance(body, dict):
             raise ConfigError(file, f"models.{name}", "expected a mapping of model settings")
         try:
-            spec = ModelSpec.model_validate({**body, "name": name})
+            resilience = base.merged(body.get("resilience"))
+            spec = ModelSpec.model_validate({**body, "name": name, "resilience": resilience})
         except ValidationError as exc:
             raise ConfigError.from_validation(file, exc, prefix=f"models.{name}") from None
-        if spec.price is None and not has_known_price(spec.litellm_model):
+        unpriced = [d.litellm_model for d in spec.deployments if not has_known_price(d.litellm_model)]
+        if spec.price is None and (unpriced or not has_known_price(spec.litellm_model)):
             raise ConfigError(
                 file,
                 f"models.{name}",
-                f"LiteLLM has no price for {spec.litellm_model!r}; set price: {{input_per_mtok, output_per_mtok}}"
+                f"LiteLLM has no price for {(unpriced or [spec.litellm_model])[0]!r}; set price: {{input_per_mtok, output_per_mtok}}"
                 " (0 for free local models) so its cost can be accounted",
             )
         models[name] = spec

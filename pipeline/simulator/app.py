@@ -20,7 +20,13 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from pipeline.simulator import wire
-from pipeline.simulator.faults import RUNTIME_FIELDS, Decision, FaultBook, FaultRule, SimulatorConfig
+from pipeline.simulator.faults import (
+    RUNTIME_FIELDS,
+    Decision,
+    FaultBook,
+    FaultRule,
+    SimulatorConfig,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Request headers worth keeping for correlation; credentials are never in this list.

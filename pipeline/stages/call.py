@@ -1,27 +1,33 @@
-"""Call stage: try the eligible candidates in order until one answers (the fallback chain).
+"""Call stage: the eligible candidates in order, with retries per error class, until one answers.
 
-Before each call the estimated cost is reserved against every budget the request draws on; a
-candidate the budgets cannot cover is skipped for the next (cheaper) one, a `budget_downgrade`.
-After the call the reservation is settled to the actual cost (0 when the call failed).
+For each candidate the deployment pool picks a deployment (skipping those cooling down or at
+their RPM/TPM limit); the estimated cost is reserved against every budget the request draws on
+(a candidate the budgets cannot cover is skipped for the next, cheaper one: a budget downgrade);
+the call runs with the per-attempt timeout, cut to the request's deadline; the reservation is
+settled to the actual cost. `stages/retry.py` decides what follows a failure. No attempt starts
+after the deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 from pipeline.catalog import ModelSpec
-from pipeline.contracts import CompletionRequest, ErrorCode, SkipReason
+from pipeline.catalog.resilience import Deployment
+from pipeline.contracts import CompletionRequest, SkipReason
 from pipeline.stages.budget import BudgetRefusal, Reservation
 from pipeline.stages.cost import call_cost
+from pipeline.stages.deployments import DeploymentPool, Unavailable
+from pipeline.stages.retry import Action, decide
 from pipeline.stages.route import Candidate, RoutePlan, Skipped
 from pipeline.transport.llm import ProviderClient, ProviderError, ProviderResponse
-
-#: Errors that say "this request cannot succeed anywhere"; falling back would waste money.
-_FINAL_FOR_REQUEST = frozenset({ErrorCode.BAD_REQUEST})
 
 
 class SpendControl(Protocol):
@@ -38,6 +44,7 @@ class AttemptResult:
     spec: ModelSpec
     started_at: datetime
     latency_ms: float
+    deployment: str = ""
     response: ProviderResponse | None = None
     error: ProviderError | None = None
     cost_usd: float = 0.0
@@ -50,8 +57,10 @@ class AttemptResult:
 @dataclass(slots=True)
 class CallOutcome:
     attempts: list[AttemptResult] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)  # passed over at call time (budgets)
+    skipped: list[Skipped] = field(default_factory=list)  # passed over at call time
     budget_refusal: BudgetRefusal | None = None
+    deadline_exceeded: bool = False
+    stopped: bool = False  # a request-level error ended the chain
 
     @property
     def answer(self) -> AttemptResult | None:
@@ -62,50 +71,104 @@ class CallOutcome:
         return any(s.reason is SkipReason.BUDGET_EXCEEDED for s in self.skipped)
 
 
+@dataclass(slots=True)
+class CallContext:
+    provider: ProviderClient
+    default_timeout_s: float
+    pool: DeploymentPool | None = None
+    spend: SpendControl | None = None
+    deadline: float | None = None  # epoch seconds
+    rng: random.Random = field(default_factory=random.Random)
+
+    def remaining_s(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.time()
+
+
 async def call_with_fallback(
-    request: CompletionRequest,
-    plan: RoutePlan,
-    provider: ProviderClient,
-    *,
-    timeout_s: float,
-    first_attempt: int = 1,
-    spend: SpendControl | None = None,
+    request: CompletionRequest, plan: RoutePlan, ctx: CallContext, *, first_attempt: int = 1
 ) -> CallOutcome:
-    """One attempt per candidate, in order; stop at the first answer or a request-level error."""
     outcome = CallOutcome()
     number = first_attempt
+    failed_context_window = 0  # after a context-window error only larger-context models may serve
     for candidate in plan.candidates:
-        reservation = None
-        if spend is not None:
-            reserved = await spend.reserve(candidate)
-            if isinstance(reserved, BudgetRefusal):
-                outcome.skipped.append(Skipped(candidate.spec.name, SkipReason.BUDGET_EXCEEDED, reserved.line.name))
-                outcome.budget_refusal = outcome.budget_refusal or reserved
-                continue
-            reservation = reserved
-        result = await _attempt(request, candidate.spec, provider, number, timeout_s, spend, reservation)
-        outcome.attempts.append(result)
-        number += 1
-        if result.ok or (result.error is not None and result.error.code in _FINAL_FOR_REQUEST):
-            break
+        spec = candidate.spec
+        if failed_context_window and (spec.context_window or 0) <= failed_context_window:
+            outcome.skipped.append(Skipped(spec.name, SkipReason.LARGER_CONTEXT_NEEDED,
+                                           f"context window {spec.context_window} <= {failed_context_window}"))
+            continue
+        retries: Counter[str] = Counter()
+        while True:
+            remaining = ctx.remaining_s()
+            if remaining is not None and remaining <= 0:
+                outcome.deadline_exceeded = True
+                return outcome
+            deployment = await _pick(ctx, candidate)
+            if isinstance(deployment, Unavailable):
+                outcome.skipped.append(Skipped(spec.name, deployment.reason, deployment.detail, deployment.wait_s))
+                break
+            reservation = None
+            if ctx.spend is not None:
+                reserved = await ctx.spend.reserve(candidate)
+                if isinstance(reserved, BudgetRefusal):
+                    outcome.skipped.append(Skipped(spec.name, SkipReason.BUDGET_EXCEEDED, reserved.line.name))
+                    outcome.budget_refusal = outcome.budget_refusal or reserved
+                    break
+                reservation = reserved
+            timeout = spec.resilience.timeout_s or ctx.default_timeout_s
+            if remaining is not None:
+                timeout = min(timeout, remaining)
+            result = await _attempt(request, candidate, deployment, number, timeout, ctx, reservation)
+            outcome.attempts.append(result)
+            number += 1
+            if result.ok:
+                return outcome
+            assert result.error is not None
+            decision = decide(result.error, retries[result.error.code.value], spec.resilience, ctx.rng)
+            retries[result.error.code.value] += 1
+            if decision.action is Action.STOP:
+                outcome.stopped = True
+                return outcome
+            if decision.action is Action.FALLBACK:
+                if result.error.code.value == "context_window_exceeded":
+                    failed_context_window = max(failed_context_window, spec.context_window or 1)
+                break
+            remaining = ctx.remaining_s()
+            if remaining is not None and decision.delay_s >= remaining:
+                outcome.deadline_exceeded = True  # the backoff would end past the deadline
+                return outcome
+            await asyncio.sleep(decision.delay_s)
     return outcome
 
 
+async def _pick(ctx: CallContext, candidate: Candidate) -> Deployment | Unavailable:
+    if ctx.pool is None:
+        return candidate.spec.deployments[0]
+    return await ctx.pool.pick(candidate.spec, candidate.prompt_tokens + candidate.completion_tokens)
+
+
 async def _attempt(
-    request: CompletionRequest, spec: ModelSpec, provider: ProviderClient, number: int, timeout_s: float,
-    spend: SpendControl | None, reservation: Reservation | None,
+    request: CompletionRequest, candidate: Candidate, deployment: Deployment, number: int, timeout_s: float,
+    ctx: CallContext, reservation: Reservation | None,
 ) -> AttemptResult:
+    spec = candidate.spec
     event_id = str(uuid.uuid4())  # minted before the call: the usage row's dedup key
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
-    cost = 0.0
+    cost, error, response = 0.0, None, None
+    if ctx.pool is not None:
+        ctx.pool.started(deployment)
     try:
-        response = await provider.complete(spec, request, timeout_s=timeout_s)
-        cost = call_cost(spec, response.prompt_tokens, response.completion_tokens)
-        return AttemptResult(event_id, number, spec, started_at, (time.perf_counter() - t0) * 1000,
-                             response=response, cost_usd=cost)
-    except ProviderError as error:
-        return AttemptResult(event_id, number, spec, started_at, (time.perf_counter() - t0) * 1000, error=error)
-    finally:  # settle even when cancelled, so a reservation never leaks
-        if spend is not None and reservation is not None:
-            await spend.settle(reservation, cost)
+        response = await ctx.provider.complete(deployment, request, timeout_s=timeout_s)
+        cost = call_cost(spec, response.prompt_tokens, response.completion_tokens, deployment.litellm_model)
+    except ProviderError as exc:
+        error = exc
+    finally:  # settle and record even when cancelled, so neither a reservation nor a slot leaks
+        latency = (time.perf_counter() - t0) * 1000
+        if ctx.spend is not None and reservation is not None:
+            await ctx.spend.settle(reservation, cost)
+        if ctx.pool is not None:
+            actual = (response.prompt_tokens + response.completion_tokens) if response else 0
+            await ctx.pool.finished(deployment, spec.resilience, latency, error=error,
+                                    estimated_tokens=candidate.prompt_tokens + candidate.completion_tokens,
+                                    actual_tokens=actual)
+    return AttemptResult(event_id, number, spec, started_at, latency, deployment.name, response, error, cost)

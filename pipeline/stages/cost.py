@@ -28,17 +28,18 @@ def has_known_price(litellm_model: str) -> bool:
     return _litellm_prices(litellm_model) is not None
 
 
-def per_token_prices(spec: ModelSpec) -> tuple[float, float]:
-    """USD per input token and per output token for this catalog model."""
+def per_token_prices(spec: ModelSpec, litellm_model: str | None = None) -> tuple[float, float]:
+    """USD per input and output token: the catalog override, else LiteLLM's price of the
+    deployment's model string (deployments of one model may be priced differently)."""
     if spec.price is not None:
         return spec.price.input_per_mtok / 1e6, spec.price.output_per_mtok / 1e6
-    prices = _litellm_prices(spec.litellm_model)
+    prices = _litellm_prices(litellm_model or spec.litellm_model)
     if prices is None:  # the catalog loader refuses such models; keep the call path total anyway
         return 0.0, 0.0
     return prices
 
 
-def call_cost(spec: ModelSpec, prompt_tokens: int, completion_tokens: int) -> float:
+def call_cost(spec: ModelSpec, prompt_tokens: int, completion_tokens: int, litellm_model: str | None = None) -> float:
     """USD cost of one call from its real token usage."""
-    inp, out = per_token_prices(spec)
+    inp, out = per_token_prices(spec, litellm_model)
     return prompt_tokens * inp + completion_tokens * out

@@ -37,6 +37,7 @@ def _attempt(a: AttemptResult) -> Attempt:
     return Attempt(
         model=a.spec.name,
         provider=a.spec.provider,
+        deployment=a.deployment or None,
         outcome=AttemptOutcome.OK if a.ok else AttemptOutcome.ERROR,
         error_code=None if a.ok else a.error.code,  # type: ignore[union-attr]
         latency_ms=round(a.latency_ms, 3),
@@ -79,9 +80,16 @@ def build_reply(
             metadata=request.metadata,
         )
     last = outcome.attempts[-1].error if outcome.attempts else None
-    if not outcome.attempts and outcome.budget_refusal is not None:
+    if outcome.deadline_exceeded:
+        code = ErrorCode.DEADLINE_EXCEEDED
+        message = f"the request's deadline passed after {len(outcome.attempts)} attempt(s)"
+        if last is not None:
+            message += f" (last error: {last.message})"
+    elif not outcome.attempts and outcome.budget_refusal is not None:
         code, message = ErrorCode.BUDGET_EXCEEDED, outcome.budget_refusal.describe()
-    elif last is not None and len(outcome.attempts) == 1 and not outcome.skipped:
+    elif outcome.stopped and last is not None:
+        code, message = last.code, f"{outcome.attempts[-1].spec.name}: {last.message}"
+    elif last is not None and len({a.spec.name for a in outcome.attempts}) == 1 and not outcome.skipped:
         code, message = last.code, f"{outcome.attempts[0].spec.name}: {last.message}"
     else:
         code = ErrorCode.ALL_CANDIDATES_FAILED
@@ -113,6 +121,7 @@ def usage_events(request: CompletionRequest, plan: RoutePlan, outcome: CallOutco
                 task_type=request.task_type,
                 model=a.spec.name,
                 provider=a.spec.provider,
+                deployment=a.deployment,
                 status=AttemptOutcome.OK if a.ok else AttemptOutcome.ERROR,
                 error_code=None if a.ok else a.error.code,  # type: ignore[union-attr]
                 prompt_tokens=prompt,

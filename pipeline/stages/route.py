@@ -30,6 +30,7 @@ class Skipped:
     model: str
     reason: SkipReason
     detail: str = ""
+    wait_s: float = 0.0  # for cooldowns and rate limits: when the model may be available again
 
 
 @dataclass(frozen=True, slots=True)

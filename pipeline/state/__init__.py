@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pipeline.state.processed import Claim, ClaimKind, InProcessStore, ProcessedStore, RedisStore
+from pipeline.state.processed import (
+    Claim,
+    ClaimKind,
+    InProcessStore,
+    ProcessedStore,
+    RedisStore,
+)
 
 __all__ = [
     "Claim",

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pipeline.state.redis_client import connect
+
 MICROS = 1_000_000
 WINDOW_TTL_S = 40 * 86400  # longer than any window (a month), so old keys clean themselves up
 
@@ -120,9 +122,7 @@ class RedisLedger:
     """The same ledger shared by every worker through one Redis."""
 
     def __init__(self, url: str, *, namespace: str = "llm-pipeline", client: Any = None) -> None:
-        import redis.asyncio as aioredis
-
-        self._redis = client or aioredis.Redis.from_url(url)
+        self._redis = client or connect(url)
         self._ns = namespace
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)

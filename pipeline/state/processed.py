@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pipeline.state.redis_client import connect
+
 if TYPE_CHECKING:  # redis is the optional `redis` extra; only RedisStore needs it
     import redis.asyncio as aioredis
 
@@ -232,9 +234,7 @@ class RedisStore:
         self.namespace = namespace
         self._ttl_ms = _ms(reply_ttl_s)
         if client is None:
-            import redis.asyncio as aioredis
-
-            client = aioredis.Redis.from_url(url)
+            client = connect(url)
         self._redis: aioredis.Redis = client
         self._claim = self._redis.register_script(_CLAIM)
         self._complete = self._redis.register_script(_COMPLETE)

@@ -22,7 +22,7 @@ from pipeline.settings import Settings
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 USAGE_COLUMNS = (
-    "event_id", "request_id", "attempt", "ts", "tenant", "task_type", "model", "provider", "status",
+    "event_id", "request_id", "attempt", "ts", "tenant", "task_type", "model", "provider", "deployment", "status",
     "error_code", "is_fallback", "route_skipped", "budget_downgrade", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd",
     "latency_ms", "kafka_partition", "kafka_offset",
 )
@@ -45,7 +45,8 @@ class UsageStore(Protocol):
 def _row(item: StoredUsage) -> list[Any]:
     e = item.event
     return [
-        e.event_id, e.request_id, e.attempt, e.ts, e.tenant, e.task_type, e.model, e.provider, e.status.value,
+        e.event_id, e.request_id, e.attempt, e.ts, e.tenant, e.task_type, e.model, e.provider, e.deployment,
+        e.status.value,
         e.error_code.value if e.error_code else "", e.is_fallback, e.route_skipped, e.budget_downgrade,
         e.prompt_tokens, e.completion_tokens,
         e.total_tokens, Decimal(repr(e.cost_usd)).quantize(Decimal("1e-9")), e.latency_ms,

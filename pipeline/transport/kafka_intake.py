@@ -125,6 +125,7 @@ class ConcurrentIntake:
             topic=raw.topic, partition=raw.partition, offset=raw.offset,  # type: ignore[attr-defined]
             value=raw.value, key=raw.key,  # type: ignore[attr-defined]
             headers=dict(raw.headers or ()),  # type: ignore[attr-defined]
+            timestamp_ms=raw.timestamp,  # type: ignore[attr-defined]
         )
         self.tracker.start(tp, record.offset)
         previous = None

@@ -16,16 +16,24 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from pipeline.catalog import Catalog
 from pipeline.catalog.live import LiveCatalog
 from pipeline.settings import Settings
-from pipeline.transport.clickhouse import ClickHouseUsageStore, UsageStore
 from pipeline.stages.budget import BudgetGuard
+from pipeline.stages.deployments import DeploymentPool
 from pipeline.state import ProcessedStore, processed_store_from_settings
 from pipeline.state.budget import BudgetLedger, ledger_from_settings
-from pipeline.worker.spend_restore import restore_spend
-from pipeline.transport.kafka import BrokerPublisher, build_broker, build_consumer, ensure_topics, pipeline_topics
+from pipeline.state.health import HealthState, health_from_settings
+from pipeline.transport.clickhouse import ClickHouseUsageStore, UsageStore
+from pipeline.transport.kafka import (
+    BrokerPublisher,
+    build_broker,
+    build_consumer,
+    ensure_topics,
+    pipeline_topics,
+)
 from pipeline.transport.kafka_intake import ConcurrentIntake, IntakeLimits
 from pipeline.transport.llm import LiteLLMProvider, ProviderClient
 from pipeline.worker.handler import RequestHandler
 from pipeline.worker.records import SourceRecord
+from pipeline.worker.spend_restore import restore_spend
 from pipeline.worker.usage_sink import UsageSink
 
 log = logging.getLogger(__name__)
@@ -58,6 +66,7 @@ class Worker:
     intake: ConcurrentIntake | None = None
     processed: ProcessedStore | None = None
     ledger: BudgetLedger | None = None
+    health: HealthState | None = None
     live_catalog: LiveCatalog | None = None
     _owned_store: ClickHouseUsageStore | None = field(default=None, repr=False)
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -99,6 +108,8 @@ class Worker:
             await self.processed.close()
         if self.ledger is not None:
             await self.ledger.close()
+        if self.health is not None:
+            await self.health.close()
         if self._owned_store is not None:
             self._owned_store.close()
 
@@ -137,6 +148,7 @@ def create_worker(
     intake: ConcurrentIntake | None = None
     processed: ProcessedStore | None = None
     ledger: BudgetLedger | None = None
+    health: HealthState | None = None
     if with_requests:
         processed = processed_store_from_settings(
             settings.redis_url,
@@ -145,8 +157,10 @@ def create_worker(
             max_entries=settings.idempotency_max_entries,
         )
         ledger = ledger_from_settings(settings.redis_url, namespace=settings.redis_namespace)
+        health = health_from_settings(settings.redis_url, namespace=settings.redis_namespace)
         handler = RequestHandler(
-            settings, current, provider or LiteLLMProvider(), publisher, processed, BudgetGuard(ledger)
+            settings, current, provider or LiteLLMProvider(), publisher, processed, BudgetGuard(ledger),
+            DeploymentPool(health),
         )
         intake = ConcurrentIntake(
             build_consumer(settings, settings.consumer_group),
@@ -183,4 +197,4 @@ def create_worker(
             await sink.write_batch([_record(r) for r in msg.raw_message])
 
     return Worker(settings=settings, broker=broker, store=store, intake=intake, processed=processed,
-                  ledger=ledger, live_catalog=live, _owned_store=owned)
+                  ledger=ledger, health=health, live_catalog=live, _owned_store=owned)

@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC
 
 from pipeline.catalog import Catalog
 from pipeline.contracts import (
@@ -20,11 +21,13 @@ from pipeline.contracts import (
     CompletionRequest,
     DeadLetterHeader,
     ErrorCode,
+    SkipReason,
 )
 from pipeline.settings import Settings
 from pipeline.stages.budget import BudgetAlert as BudgetAlertCrossing
 from pipeline.stages.budget import BudgetGuard, BudgetRefusal, Reservation
-from pipeline.stages.call import CallOutcome, SpendControl, call_with_fallback
+from pipeline.stages.call import CallContext, CallOutcome, call_with_fallback
+from pipeline.stages.deployments import DeploymentPool
 from pipeline.stages.reply import build_reply, error_reply, routing_info, usage_events
 from pipeline.stages.route import Candidate, RoutePlan, RouteRefusal, plan_route
 from pipeline.stages.validate import Rejection, validate_request
@@ -33,6 +36,36 @@ from pipeline.transport.llm import ProviderClient
 from pipeline.worker.records import Publisher, SourceRecord, dead_letter_headers
 
 log = logging.getLogger(__name__)
+
+
+def request_deadline(request: CompletionRequest, published_ms: int | None) -> float | None:
+    """Epoch seconds: `deadline_ms` after publishing (or after now), or `deadline_at`; the earlier."""
+    deadlines = []
+    if request.deadline_ms is not None:
+        start = published_ms / 1000 if published_ms else time.time()
+        deadlines.append(start + request.deadline_ms / 1000)
+    if request.deadline_at is not None:
+        at = request.deadline_at if request.deadline_at.tzinfo else request.deadline_at.replace(tzinfo=UTC)
+        deadlines.append(at.timestamp())
+    return min(deadlines) if deadlines else None
+
+
+_WAITABLE = frozenset({SkipReason.COOLING_DOWN, SkipReason.RATE_LIMIT_REACHED})
+
+
+def _backpressure_pause(round_: CallOutcome) -> float | None:
+    """Seconds to wait when nothing could answer only because of rate limits or cooldowns."""
+    if round_.answer is not None or round_.stopped:
+        return None
+    errors = [a.error for a in round_.attempts if a.error is not None]
+    if any(e.code is not ErrorCode.RATE_LIMITED for e in errors):
+        return None
+    if any(s.reason not in _WAITABLE for s in round_.skipped):
+        return None
+    if not errors and not round_.skipped:
+        return None
+    waits = [s.wait_s for s in round_.skipped if s.wait_s > 0] + [e.retry_after_s or 1.0 for e in errors]
+    return max(0.05, min(waits, default=1.0))  # the earliest moment a candidate may be back
 
 
 class _RequestSpend:
@@ -70,6 +103,7 @@ class RequestHandler:
         publisher: Publisher,
         processed: ProcessedStore | None = None,
         budget: BudgetGuard | None = None,
+        pool: DeploymentPool | None = None,
     ) -> None:
         self._settings = settings
         self._catalog = catalog
@@ -77,6 +111,7 @@ class RequestHandler:
         self._publisher = publisher
         self._processed = processed
         self._budget = budget
+        self._pool = pool
         self._owner_prefix = uuid.uuid4().hex[:12]
 
     async def handle(self, record: SourceRecord) -> None:
@@ -161,7 +196,9 @@ class RequestHandler:
                 routing=routing_info(RoutePlan((), plan.skipped), CallOutcome()),
             )
         spend = _RequestSpend(self, catalog, request) if self._budget is not None else None
-        outcome = await self._call(request, plan, spend)
+        ctx = CallContext(self._provider, self._settings.provider_timeout_s, self._pool, spend,
+                          request_deadline(request, record.timestamp_ms))
+        outcome = await self._call(request, plan, ctx)
         reply = build_reply(request, plan, outcome, (time.perf_counter() - started) * 1000)
         log.info(
             "request %s task_type=%s tenant=%s -> %s model=%s attempts=%d cost_usd=%.6f",
@@ -170,33 +207,31 @@ class RequestHandler:
         )
         return reply
 
-    async def _call(self, request: CompletionRequest, plan: RoutePlan, spend: SpendControl | None) -> CallOutcome:
-        """The fallback chain; when every candidate is rate-limited, wait and go round again.
+    async def _call(self, request: CompletionRequest, plan: RoutePlan, ctx: CallContext) -> CallOutcome:
+        """The fallback chain; when every candidate is rate-limited or cooling down, wait and go round again.
 
         Waiting holds this request's in-flight slot, so a rate-limited fleet of providers fills
         the partition windows and the intake pauses: back-pressure instead of failed requests,
-        for at most `rate_limit_wait_max_s`.
+        for at most `rate_limit_wait_max_s` and never past the request's deadline.
         """
         outcome = CallOutcome()
         waited = 0.0
         while True:
-            round_ = await call_with_fallback(
-                request, plan, self._provider, timeout_s=self._settings.provider_timeout_s,
-                first_attempt=len(outcome.attempts) + 1, spend=spend,
-            )
+            round_ = await call_with_fallback(request, plan, ctx, first_attempt=len(outcome.attempts) + 1)
             await self._publish_usage(request, plan, round_)
             outcome.attempts.extend(round_.attempts)
             outcome.skipped.extend(round_.skipped)
             outcome.budget_refusal = outcome.budget_refusal or round_.budget_refusal
-            if round_.answer is not None or not round_.attempts:
+            outcome.deadline_exceeded = round_.deadline_exceeded
+            outcome.stopped = round_.stopped
+            pause = _backpressure_pause(round_)
+            if pause is None or round_.deadline_exceeded:
                 return outcome
-            errors = [a.error for a in round_.attempts if a.error is not None]
-            if not all(e.code is ErrorCode.RATE_LIMITED for e in errors):
+            remaining = ctx.remaining_s()
+            if waited + pause > self._settings.rate_limit_wait_max_s or (remaining is not None and pause >= remaining):
                 return outcome
-            pause = max((e.retry_after_s or 1.0) for e in errors)
-            if waited + pause > self._settings.rate_limit_wait_max_s:
-                return outcome
-            log.info("request %s: every candidate is rate-limited; waiting %.1fs", request.request_id, pause)
+            log.info("request %s: every candidate is rate-limited or cooling down; waiting %.1fs",
+                     request.request_id, pause)
             await asyncio.sleep(pause)
             waited += pause
 

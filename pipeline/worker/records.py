@@ -19,6 +19,7 @@ class SourceRecord:
     value: bytes | None
     key: bytes | None = None
     headers: dict[str, bytes] = field(default_factory=dict)
+    timestamp_ms: int | None = None  # when it was published (CreateTime), for relative deadlines
 
 
 class Publisher(Protocol):

@@ -12,7 +12,14 @@ from pipeline.contracts import CompletionReply, ErrorCode
 from pipeline.transport.kafka import build_consumer, ensure_topics
 from pipeline.transport.kafka_intake import ConcurrentIntake, IntakeLimits
 from pipeline.transport.llm import LiteLLMProvider
-from tests.integration.kafka_helpers import encode, eventually, header, produce, read_topic, request_doc
+from tests.integration.kafka_helpers import (
+    encode,
+    eventually,
+    header,
+    produce,
+    read_topic,
+    request_doc,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -135,20 +142,30 @@ async def test_provider_slower_than_max_poll_interval_does_not_evict(settings, s
     assert len(await sim.requests()) == 8
 
 
-async def test_all_candidates_rate_limited_waits_instead_of_failing(settings, start_worker, sim) -> None:  # noqa: ANN001
-    await start_worker(rate_limit_wait_max_s=10)
-    await sim.add_rule({"model": "gpt-4o-mini", "fault": "rate_limit", "retry_after_s": 0.5, "times": 1})
-    await sim.add_rule({"model": "claude-haiku-4-5", "fault": "rate_limit", "retry_after_s": 0.5, "times": 1})
+async def test_all_candidates_rate_limited_waits_instead_of_failing(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+    """Each model's own 429 retries are used up (both deployments cool down); the request waits
+    for the first cooldown to end and goes round again instead of failing."""
+    from pipeline.catalog import load_catalog
+
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    models = (settings.config_dir / "models.yaml").read_text()
+    (cfg / "models.yaml").write_text(models.replace("models:\n", "defaults: {cooldown_s: 1.0}\nmodels:\n", 1))
+    (cfg / "routing.yaml").write_text((settings.config_dir / "routing.yaml").read_text())
+    await start_worker(catalog=load_catalog(cfg), rate_limit_wait_max_s=10)
+    await sim.add_rule({"model": "gpt-4o-mini", "fault": "rate_limit", "retry_after_s": 0.2, "times": 3})
+    await sim.add_rule({"model": "claude-haiku-4-5", "fault": "rate_limit", "retry_after_s": 0.2, "times": 3})
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests, [(b"k", encode(request_doc("patient")))])
     (record,) = await read_topic(settings.kafka_bootstrap_servers, settings.topic_replies, count=1)
     reply = CompletionReply.model_validate_json(record.value)
     assert reply.status == "ok" and reply.model == "sim-gpt-4o-mini"
-    assert [(a.model, a.error_code) for a in reply.attempts] == [
-        ("sim-gpt-4o-mini", ErrorCode.RATE_LIMITED), ("sim-claude-haiku", ErrorCode.RATE_LIMITED),
-        ("sim-gpt-4o-mini", None)]
-    usage = await read_topic(settings.kafka_bootstrap_servers, settings.topic_usage, count=3)
+    assert [(a.model, a.error_code) for a in reply.attempts] == (
+        [("sim-gpt-4o-mini", ErrorCode.RATE_LIMITED)] * 3 + [("sim-claude-haiku", ErrorCode.RATE_LIMITED)] * 3
+        + [("sim-gpt-4o-mini", None)])
+    usage = await read_topic(settings.kafka_bootstrap_servers, settings.topic_usage, count=7)
     events = sorted((orjson.loads(u.value) for u in usage), key=lambda e: e["attempt"])
-    assert [(e["attempt"], e["is_fallback"]) for e in events] == [(1, False), (2, True), (3, False)]
+    assert [e["attempt"] for e in events] == list(range(1, 8))
+    assert [e["is_fallback"] for e in events] == [False] * 3 + [True] * 3 + [False]
 
 
 @pytest.mark.parametrize("ordered", [True, False])

@@ -7,7 +7,14 @@ from decimal import Decimal
 import pytest
 
 from pipeline.contracts import CompletionReply, ErrorCode
-from tests.integration.kafka_helpers import encode, eventually, header, produce, read_topic, request_doc
+from tests.integration.kafka_helpers import (
+    encode,
+    eventually,
+    header,
+    produce,
+    read_topic,
+    request_doc,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -145,31 +152,35 @@ async def test_failed_primary_falls_back_and_both_attempts_are_recorded(settings
     (record,) = await read_topic(settings.kafka_bootstrap_servers, settings.topic_replies, count=1)
     reply = CompletionReply.model_validate_json(record.value)
     assert reply.status == "ok" and reply.model == "sim-claude-haiku"
+    # The primary is retried twice (transient 5xx policy), then the next candidate answers.
     assert [(a.model, a.outcome, a.error_code) for a in reply.attempts] == [
-        ("sim-gpt-4o-mini", "error", ErrorCode.SERVER_ERROR), ("sim-claude-haiku", "ok", None)]
-    assert [(c["model"], c["status"]) for c in await sim.requests()] == [("gpt-4o-mini", 503),
-                                                                         ("claude-haiku-4-5", 200)]
-    rows = await eventually(lambda: _rows_if(worker, 2))
+        ("sim-gpt-4o-mini", "error", ErrorCode.SERVER_ERROR)] * 3 + [("sim-claude-haiku", "ok", None)]
+    assert [(c["model"], c["status"]) for c in await sim.requests()] == [("gpt-4o-mini", 503)] * 3 + [
+        ("claude-haiku-4-5", 200)]
+    rows = await eventually(lambda: _rows_if(worker, 4))
     assert [(r[1], r[2], r[3], r[4], r[5]) for r in rows] == [
         (1, "sim-gpt-4o-mini", "error", "server_error", False),
-        (2, "sim-claude-haiku", "ok", "", True),
+        (2, "sim-gpt-4o-mini", "error", "server_error", False),
+        (3, "sim-gpt-4o-mini", "error", "server_error", False),
+        (4, "sim-claude-haiku", "ok", "", True),
     ]
-    assert rows[0][6] == 0 and rows[1][6] > 0
+    assert sum(r[6] for r in rows[:3]) == 0 and rows[3][6] > 0
 
 
 async def test_every_candidate_failing_gives_an_error_reply(settings, start_worker, sim) -> None:  # noqa: ANN001
     worker = await start_worker()
-    await sim.add_rule({"model": "gpt-4o-mini", "fault": "rate_limit", "retry_after_s": 1})
-    await sim.add_rule({"model": "claude-haiku-4-5", "fault": "server_error", "status": 500})
+    await sim.add_rule({"model": "gpt-4o-mini", "fault": "rate_limit", "retry_after_s": 0.2})
+    await sim.add_rule({"model": "claude-haiku-4-5", "fault": "auth"})
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests,
                   [(b"k", encode(request_doc("doomed", "summarize", metadata={"step": 7})))])
     (record,) = await read_topic(settings.kafka_bootstrap_servers, settings.topic_replies, count=1)
     reply = CompletionReply.model_validate_json(record.value)
     assert reply.status == "error" and reply.error.code == ErrorCode.ALL_CANDIDATES_FAILED
-    assert [a.error_code for a in reply.attempts] == [ErrorCode.RATE_LIMITED, ErrorCode.SERVER_ERROR]
+    # 429s are retried after Retry-After (twice), the auth error is not retried at all.
+    assert [a.error_code for a in reply.attempts] == [ErrorCode.RATE_LIMITED] * 3 + [ErrorCode.AUTH_ERROR]
     assert reply.metadata == {"step": 7} and reply.content is None
-    rows = await eventually(lambda: _rows_if(worker, 2))
-    assert [(r[3], r[4]) for r in rows] == [("error", "rate_limited"), ("error", "server_error")]
+    rows = await eventually(lambda: _rows_if(worker, 4))
+    assert [(r[3], r[4]) for r in rows] == [("error", "rate_limited")] * 3 + [("error", "auth_error")]
 
 
 async def test_unknown_model_and_missing_route_get_error_replies(settings, start_worker, tmp_path) -> None:  # noqa: ANN001

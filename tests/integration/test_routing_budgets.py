@@ -185,10 +185,14 @@ async def test_two_worker_processes_sharing_redis_respect_one_budget(settings, s
     """Each worker alone would allow the whole budget; through Redis they share it."""
     import signal
 
-    from tests.integration.kafka_helpers import encode, produce, request_doc
-    from tests.integration.test_crash_rebalance import collect_replies, start_worker_process, worker_env
     from pipeline.contracts import CompletionReply
     from pipeline.transport.kafka import ensure_topics
+    from tests.integration.kafka_helpers import encode, produce, request_doc
+    from tests.integration.test_crash_rebalance import (
+        collect_replies,
+        start_worker_process,
+        worker_env,
+    )
 
     await sim.configure(latency_ms=300)
     cfg = config_dir(tmp_path, ONE_MODEL_ROUTES.replace("0.0001", "0.0003"))

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.catalog import load_catalog
 from pipeline.contracts import AttemptOutcome, CompletionRequest, ErrorCode, ReplyStatus
-from pipeline.stages.call import call_with_fallback
+from pipeline.stages.call import CallContext, call_with_fallback
 from pipeline.stages.cost import call_cost
 from pipeline.stages.reply import build_reply, usage_events
 from pipeline.stages.route import RoutePlan, RouteRefusal, plan_route
@@ -63,7 +63,7 @@ def test_no_route_without_default() -> None:
 async def test_first_candidate_answers() -> None:
     provider = ScriptedProvider({"sim-gpt-4o-mini": ProviderResponse("hello", 100, 20, "stop")})
     plan = plan_route(request(), CATALOG)
-    outcome = await call_with_fallback(request(), plan, provider, timeout_s=5)
+    outcome = await call_with_fallback(request(), plan, CallContext(provider, 5))
     reply = build_reply(request(), plan, outcome, 12.5)
     assert reply.status is ReplyStatus.OK and reply.content == "hello" and reply.model == "sim-gpt-4o-mini"
     assert reply.usage.total_tokens == 120 and reply.metadata == {"k": "v"}
@@ -73,16 +73,16 @@ async def test_first_candidate_answers() -> None:
 
 async def test_fallback_records_both_attempts() -> None:
     provider = ScriptedProvider({
-        "sim-gpt-4o-mini": ProviderError(ErrorCode.SERVER_ERROR, "503 from upstream", status=503),
+        "sim-gpt-4o-mini": ProviderError(ErrorCode.AUTH_ERROR, "401 from upstream", status=401),
         "sim-claude-haiku": ProviderResponse("from claude", 50, 10),
     })
     req = request()
     plan = plan_route(req, CATALOG)
-    outcome = await call_with_fallback(req, plan, provider, timeout_s=5)
+    outcome = await call_with_fallback(req, plan, CallContext(provider, 5))
     reply = build_reply(req, plan, outcome, 30.0)
     assert reply.status is ReplyStatus.OK and reply.model == "sim-claude-haiku" and reply.provider == "anthropic"
     assert [(a.model, a.outcome, a.error_code) for a in reply.attempts] == [
-        ("sim-gpt-4o-mini", AttemptOutcome.ERROR, ErrorCode.SERVER_ERROR),
+        ("sim-gpt-4o-mini", AttemptOutcome.ERROR, ErrorCode.AUTH_ERROR),
         ("sim-claude-haiku", AttemptOutcome.OK, None),
     ]
     events = usage_events(req, plan, outcome)
@@ -97,16 +97,16 @@ async def test_fallback_records_both_attempts() -> None:
 
 async def test_every_candidate_failing_gives_error_reply_naming_each() -> None:
     provider = ScriptedProvider({
-        "sim-gpt-4o-mini": ProviderError(ErrorCode.RATE_LIMITED, "429"),
-        "sim-claude-haiku": ProviderError(ErrorCode.TIMEOUT, "timed out"),
+        "sim-gpt-4o-mini": ProviderError(ErrorCode.AUTH_ERROR, "401"),
+        "sim-claude-haiku": ProviderError(ErrorCode.CONTENT_POLICY, "refused"),
     })
     req = request()
     plan = plan_route(req, CATALOG)
-    outcome = await call_with_fallback(req, plan, provider, timeout_s=5)
+    outcome = await call_with_fallback(req, plan, CallContext(provider, 5))
     reply = build_reply(req, plan, outcome, 1.0)
     assert reply.status is ReplyStatus.ERROR and reply.error is not None
     assert reply.error.code is ErrorCode.ALL_CANDIDATES_FAILED
-    assert "sim-gpt-4o-mini: rate_limited" in reply.error.message and "timed out" in reply.error.message
+    assert "sim-gpt-4o-mini: auth_error" in reply.error.message and "refused" in reply.error.message
     assert len(reply.attempts) == 2 and reply.content is None
 
 
@@ -114,7 +114,7 @@ async def test_bad_request_does_not_fall_back() -> None:
     provider = ScriptedProvider({"sim-gpt-4o-mini": ProviderError(ErrorCode.BAD_REQUEST, "invalid parameter")})
     req = request()
     plan = plan_route(req, CATALOG)
-    outcome = await call_with_fallback(req, plan, provider, timeout_s=5)
+    outcome = await call_with_fallback(req, plan, CallContext(provider, 5))
     reply = build_reply(req, plan, outcome, 1.0)
     assert provider.calls == ["sim-gpt-4o-mini"]
     assert reply.error is not None and reply.error.code is ErrorCode.BAD_REQUEST

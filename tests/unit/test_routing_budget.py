@@ -1,7 +1,6 @@
 """Routing eligibility and ordering, budget lines and the ledger's reserve/settle arithmetic."""
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 

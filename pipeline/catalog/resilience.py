@@ -1,0 +1,88 @@
+"""Per-model resilience settings: deployments, retries per error class, cooldowns, balancing.
+
+`defaults:` in models.yaml sets them for every model; a model's `resilience:` overrides fields
+(and individual error classes of `retry`).
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RetryRule(BaseModel):
+    """Retries of one error class on the same model: exponential backoff with full jitter."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retries: int = Field(0, ge=0, le=20)
+    base_delay_s: float = Field(0.5, ge=0)
+    max_delay_s: float = Field(8.0, ge=0)
+
+
+def _default_retry() -> dict[str, RetryRule]:
+    return {
+        "rate_limited": RetryRule(retries=2, base_delay_s=1.0, max_delay_s=10.0),  # Retry-After wins when sent
+        "server_error": RetryRule(retries=2, base_delay_s=0.5, max_delay_s=8.0),
+        "connection_error": RetryRule(retries=2, base_delay_s=0.5, max_delay_s=8.0),
+        "malformed_response": RetryRule(retries=1, base_delay_s=0.2, max_delay_s=2.0),
+        "timeout": RetryRule(retries=1, base_delay_s=0.2, max_delay_s=2.0),
+    }
+
+
+class Balancing(StrEnum):
+    WEIGHTED = "weighted"
+    LEAST_BUSY = "least_busy"
+    LATENCY = "latency"
+
+
+class ContentPolicyAction(StrEnum):
+    FALLBACK = "fallback"  # another model may answer
+    RETURN = "return"  # the refusal is the answer: error reply, no fallback
+
+
+class Resilience(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_s: float | None = Field(None, gt=0, description="Per-attempt timeout (default: the worker setting).")
+    retry: dict[str, RetryRule] = Field(default_factory=_default_retry)
+    allowed_fails: int = Field(3, ge=1, description="Failures within fail_window_s that start a cooldown.")
+    fail_window_s: float = Field(60.0, gt=0)
+    cooldown_s: float = Field(30.0, ge=0)
+    load_balancing: Balancing = Balancing.WEIGHTED
+    content_policy: ContentPolicyAction = ContentPolicyAction.FALLBACK
+
+    def merged(self, override: dict | None) -> Resilience:
+        """Field-wise override; `retry` merges per error class."""
+        if not override:
+            return self
+        data = self.model_dump()
+        for key, value in override.items():
+            if key == "retry" and isinstance(value, dict):
+                data["retry"] = {**data["retry"], **value}
+            else:
+                data[key] = value
+        return Resilience.model_validate(data)
+
+    def rule(self, error_class: str) -> RetryRule:
+        return self.retry.get(error_class, RetryRule())
+
+
+class Deployment(BaseModel):
+    """One way to reach a catalog model: a provider, key or region. `name` is unique catalog-wide."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str = ""
+    litellm_model: str
+    api_base: str | None = None
+    api_key_env: str | None = None
+    weight: float = Field(1.0, gt=0)
+    rpm: int | None = Field(None, gt=0)
+    tpm: int | None = Field(None, gt=0)
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None

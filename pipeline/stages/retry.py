@@ -1,0 +1,58 @@
+"""What to do after a failed attempt: retry the model, fall back to the next, or stop (no I/O).
+
+Each error class has its own policy (catalog `resilience.retry`): transient ones retry with
+exponential backoff and full jitter (Retry-After wins for 429s); a context-window error falls
+back to a larger-context model; a content-policy refusal falls back or is returned, as
+configured; auth errors are not retried (another provider may still answer); a bad request stops.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pipeline.catalog.resilience import ContentPolicyAction, Resilience
+from pipeline.contracts import ErrorCode
+from pipeline.transport.llm import ProviderError
+
+#: Failures that say something about the deployment (and count towards its cooldown), as
+#: opposed to the request (context too long, content policy, bad request).
+DEPLOYMENT_FAULTS = frozenset({
+    ErrorCode.RATE_LIMITED, ErrorCode.SERVER_ERROR, ErrorCode.CONNECTION_ERROR, ErrorCode.TIMEOUT,
+    ErrorCode.MALFORMED_RESPONSE, ErrorCode.AUTH_ERROR, ErrorCode.PROVIDER_ERROR,
+})
+
+
+class Action(StrEnum):
+    RETRY = "retry"
+    FALLBACK = "fallback"
+    STOP = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    delay_s: float = 0.0
+
+
+def backoff_delay(retry_number: int, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(max, base * 2^(n-1))] (AWS architecture blog's recommendation)."""
+    return rng.uniform(0.0, min(max_s, base_s * 2 ** max(0, retry_number - 1)))
+
+
+def decide(error: ProviderError, retries_so_far: int, policy: Resilience, rng: random.Random) -> Decision:
+    """`retries_so_far`: retries already made on this model for this error class."""
+    code = error.code
+    if code is ErrorCode.BAD_REQUEST:
+        return Decision(Action.STOP)
+    if code is ErrorCode.CONTENT_POLICY:
+        return Decision(Action.STOP if policy.content_policy is ContentPolicyAction.RETURN else Action.FALLBACK)
+    if code in (ErrorCode.CONTEXT_WINDOW_EXCEEDED, ErrorCode.AUTH_ERROR, ErrorCode.PROVIDER_ERROR):
+        return Decision(Action.FALLBACK)
+    rule = policy.rule(code.value)
+    if retries_so_far >= rule.retries:
+        return Decision(Action.FALLBACK)
+    if code is ErrorCode.RATE_LIMITED and error.retry_after_s is not None:
+        return Decision(Action.RETRY, min(error.retry_after_s, max(rule.max_delay_s, error.retry_after_s)))
+    return Decision(Action.RETRY, backoff_delay(retries_so_far + 1, rule.base_delay_s, rule.max_delay_s, rng))
