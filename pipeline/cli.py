@@ -219,6 +219,86 @@ def route(
 
 
 @app.command()
+def models(
+    check: Annotated[bool, typer.Option("--check", help="Call every deployment with a tiny prompt (5 s limit).")] = False,
+) -> None:
+    """Each deployment's health: cooldown, recent error rate and latency, RPM/TPM used.
+
+    Health is shared through Redis: without REDIS_URL this process sees only itself. --check
+    calls every deployment once, concurrently, and reports within 5 seconds.
+
+    Example: REDIS_URL=redis://redis:6379/0 pipeline models --check
+    """
+    from rich.table import Table as RichTable
+
+    from pipeline.catalog import ConfigError, load_catalog
+    from pipeline.state.health import health_from_settings
+
+    settings = _settings()
+    try:
+        catalog = load_catalog(settings.config_dir)
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    deployments = [(spec, d) for spec in catalog.models.values() for d in spec.deployments]
+    names = [d.name for _, d in deployments]
+
+    async def gather() -> tuple[dict, dict, dict, dict]:
+        health = health_from_settings(settings.redis_url, namespace=settings.redis_namespace)
+        try:
+            cooling, usage, stats = (await health.cooling_down(names), await health.usage(names),
+                                     await health.stats(names))
+        finally:
+            await health.close()
+        probes = await _probe_all(deployments) if check else {}
+        return cooling, usage, stats, probes
+
+    cooling, usage, stats, probes = asyncio.run(gather())
+    table = RichTable(title="Deployments" + ("" if settings.redis_url else " (this process only: set REDIS_URL)"))
+    columns = ["deployment", "provider", "state", "calls", "error_rate", "p50_ms", "rpm used/limit", "tpm used/limit"]
+    for column in columns + (["check"] if check else []):
+        table.add_column(column)
+    for spec, d in deployments:
+        st = stats.get(d.name)
+        requests_used, tokens_used = usage.get(d.name, (0, 0))
+        state = "disabled" if spec.disabled else (f"cooling {cooling[d.name]:.0f}s" if d.name in cooling else "ready")
+        row = [d.name, spec.provider, state, str(st.calls if st else 0),
+               f"{st.error_rate:.0%}" if st and st.calls else "-",
+               f"{st.p50_latency_ms:.0f}" if st and st.p50_latency_ms is not None else "-",
+               f"{requests_used}/{d.rpm or '-'}", f"{tokens_used}/{d.tpm or '-'}"]
+        table.add_row(*row, *([probes.get(d.name, "")] if check else []))
+    console.print(table)
+    if check and any(not v.startswith("ok") for v in probes.values()):
+        raise typer.Exit(1)
+
+
+async def _probe_all(deployments: list, timeout_s: float = 5.0) -> dict[str, str]:
+    """One tiny call per deployment, all at once; anything not done in `timeout_s` is reported so."""
+    import time as _time
+
+    from pipeline.contracts import CompletionRequest
+    from pipeline.transport.llm import LiteLLMProvider, ProviderError
+
+    provider = LiteLLMProvider()
+    request = CompletionRequest(request_id="health-check", task_type="health-check", max_tokens=1,
+                                messages=[{"role": "user", "content": "ping"}])
+
+    async def probe(deployment) -> str:  # noqa: ANN001
+        t0 = _time.perf_counter()
+        try:
+            await provider.complete(deployment, request, timeout_s=timeout_s)
+        except ProviderError as exc:
+            return f"{exc.code.value}"
+        return f"ok {(_time.perf_counter() - t0) * 1000:.0f} ms"
+
+    tasks = {d.name: asyncio.create_task(probe(d)) for _, d in deployments}
+    done, pending = await asyncio.wait(tasks.values(), timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    return {name: (t.result() if t in done and not t.cancelled() else "no answer in 5 s") for name, t in tasks.items()}
+
+
+@app.command()
 def report(
     days: Annotated[int, typer.Option(help="Look back this many days.")] = 30,
     format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",

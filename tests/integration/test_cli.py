@@ -116,3 +116,19 @@ async def test_demo_runs_end_to_end(tmp_path: Path) -> None:
                                    timeout=180)
     assert code == 0, out + err
     assert "demo done" in out and "Cost by model" in out and "schema_invalid" in out
+
+
+async def test_models_shows_health_and_checks_every_deployment(settings, sim, tmp_path: Path) -> None:  # noqa: ANN001
+    (tmp_path / "models.yaml").write_text(
+        "models:\n"
+        "  fine: {litellm_model: openai/gpt-4o-mini, api_base: '${PIPELINE_SIMULATOR_URL}/v1'}\n"
+        "  locked: {litellm_model: anthropic/claude-haiku-4-5, api_base: '${PIPELINE_SIMULATOR_URL}'}\n")
+    (tmp_path / "routing.yaml").write_text("default: {candidates: [fine]}\n")
+    await sim.add_rule({"model": "claude-haiku-4-5", "fault": "auth"})
+    env = cli_env(settings, PIPELINE_CONFIG_DIR=str(tmp_path),
+                  PIPELINE_SIMULATOR_URL=os.environ["PIPELINE_SIMULATOR_URL"])
+    code, out, err = await run_cli("models", "--check", env=env, timeout=60)
+    assert code == 1, out + err  # one deployment failed its check
+    lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
+    assert "ok" in lines["fine"].split("│")[-2] and "ready" in lines["fine"]
+    assert "auth_error" in lines["locked"]

@@ -1,0 +1,141 @@
+"""Provider resilience against the simulator: LiteLLM's real provider code over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pipeline.catalog import load_catalog
+from pipeline.client import PipelineClient
+from pipeline.contracts import CompletionRequest, ErrorCode, SkipReason
+
+pytestmark = pytest.mark.kafka
+
+SIM = "${PIPELINE_SIMULATOR_URL}"
+
+
+def catalog_from(tmp_path: Path, models: str, routing: str):  # noqa: ANN201
+    d = tmp_path / "cfg"
+    d.mkdir(exist_ok=True)
+    (d / "models.yaml").write_text(models)
+    (d / "routing.yaml").write_text(routing)
+    return load_catalog(d)
+
+
+TWO_MODELS = f"""
+defaults: {{cooldown_s: 30, allowed_fails: 3}}
+models:
+  primary:  {{litellm_model: openai/gpt-4o-mini, api_base: "{SIM}/v1", context_window: 128000}}
+  secondary: {{litellm_model: anthropic/claude-haiku-4-5, api_base: "{SIM}", context_window: 200000}}
+"""
+CHAIN = "default: {candidates: [primary, secondary]}\n"
+
+
+def req(request_id: str, **kw: object) -> CompletionRequest:
+    return CompletionRequest(request_id=request_id, task_type="any",
+                             messages=[{"role": "user", "content": "hello"}], **kw)
+
+
+async def test_rate_limit_is_retried_after_retry_after(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+    await start_worker(catalog=catalog_from(tmp_path, TWO_MODELS, CHAIN))
+    await sim.add_rule({"model": "gpt-4o-mini", "fault": "rate_limit", "retry_after_s": 1.0, "times": 1})
+    async with PipelineClient(settings) as client:
+        reply = await client.complete(req("r429"), timeout=30)
+    assert reply.status == "ok" and reply.model == "primary"
+    assert [a.error_code for a in reply.attempts] == [ErrorCode.RATE_LIMITED, None]
+    first, second = await sim.requests()
+    assert second["ts"] - first["ts"] >= 1.0  # the provider's Retry-After was honoured
+
+
+async def test_5xx_storm_falls_back_and_cools_the_primary_down(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+    await start_worker(catalog=catalog_from(tmp_path, TWO_MODELS, CHAIN))
+    await sim.add_rule({"model": "gpt-4o-mini", "fault": "server_error", "status": 503})
+    async with PipelineClient(settings) as client:
+        first = await client.complete(req("storm-1"), timeout=60)
+        later = [await client.complete(req(f"storm-{i}"), timeout=30) for i in range(2, 6)]
+    assert first.status == "ok" and first.model == "secondary"
+    assert [a.model for a in first.attempts] == ["primary"] * 3 + ["secondary"]
+    for reply in later:  # the primary is cooling down: skipped without a call
+        assert reply.model == "secondary" and [a.model for a in reply.attempts] == ["secondary"]
+        assert reply.routing.skipped[0].model == "primary"
+        assert reply.routing.skipped[0].reason == SkipReason.COOLING_DOWN
+    calls = Counter(c["model"] for c in await sim.requests())
+    assert calls == {"gpt-4o-mini": 3, "claude-haiku-4-5": 5}
+
+
+async def test_context_length_error_falls_back_to_a_larger_context_model(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+    await start_worker(catalog=catalog_from(tmp_path, TWO_MODELS, CHAIN))
+    await sim.add_rule({"model": "gpt-4o-mini", "fault": "context_length"})
+    async with PipelineClient(settings) as client:
+        reply = await client.complete(req("ctx"), timeout=30)
+    assert reply.model == "secondary"
+    assert [a.error_code for a in reply.attempts] == [ErrorCode.CONTEXT_WINDOW_EXCEEDED, None]  # no retry
+
+
+async def test_auth_error_is_not_retried(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+    await start_worker(catalog=catalog_from(tmp_path, TWO_MODELS, "default: {candidates: [primary]}\n"))
+    await sim.add_rule({"model": "gpt-4o-mini", "fault": "auth"})
+    async with PipelineClient(settings) as client:
+        reply = await client.complete(req("auth"), timeout=30)
+    assert reply.status == "error" and reply.error.code == ErrorCode.AUTH_ERROR
+    assert "primary" in reply.error.message and "Incorrect API key" in reply.error.message
+    assert len(await sim.requests()) == 1
+
+
+async def test_timeout_is_cut_at_the_per_attempt_timeout(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+    models = TWO_MODELS.replace("context_window: 128000}", "context_window: 128000, "
+                                "resilience: {timeout_s: 0.5, retry: {timeout: {retries: 0}}}}")
+    await start_worker(catalog=catalog_from(tmp_path, models, CHAIN))
+    await sim.add_rule({"model": "gpt-4o-mini", "fault": "timeout", "hang_s": 10})
+    async with PipelineClient(settings) as client:
+        reply = await client.complete(req("slow"), timeout=30)
+    assert reply.model == "secondary"
+    (cut, _) = reply.attempts
+    assert cut.error_code == ErrorCode.TIMEOUT and cut.latency_ms < 5000  # cut, not the 10 s hang
+
+
+async def test_load_is_split_across_deployments_by_weight(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+    models = f"""
+models:
+  balanced:
+    litellm_model: openai/gpt-4o-mini
+    deployments:
+      - {{id: heavy, api_base: "{SIM}/v1", weight: 3}}
+      - {{id: light, litellm_model: openai/gpt-4o-mini-2024-07-18, api_base: "{SIM}/v1", weight: 1}}
+"""
+    await start_worker(catalog=catalog_from(tmp_path, models, "default: {candidates: [balanced]}\n"))
+    async with PipelineClient(settings) as client:
+        replies = await asyncio.gather(*(client.complete(req(f"w{i}"), timeout=60) for i in range(200)))
+    deployments = Counter(r.attempts[0].deployment for r in replies)
+    assert deployments["balanced@heavy"] / 200 == pytest.approx(0.75, abs=0.1)
+    calls = Counter(c["model"] for c in await sim.requests())
+    assert calls["gpt-4o-mini"] == deployments["balanced@heavy"]  # the simulator saw the same split
+
+
+async def test_rpm_limit_is_never_exceeded_in_a_burst(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+    models = f"""
+models:
+  capped:
+    litellm_model: openai/gpt-4o-mini
+    deployments: [{{id: only, api_base: "{SIM}/v1", rpm: 10}}]
+"""
+    await start_worker(catalog=catalog_from(tmp_path, models, "default: {candidates: [capped]}\n"),
+                       rate_limit_wait_max_s=1.0)
+    async with PipelineClient(settings) as client:
+        replies = await asyncio.gather(*(client.complete(req(f"b{i}"), timeout=60) for i in range(25)))
+    assert sum(r.status == "ok" for r in replies) == 10
+    assert len(await sim.requests()) == 10
+    refused = [r for r in replies if r.status == "error"]
+    assert all(r.routing.skipped[-1].reason == SkipReason.RATE_LIMIT_REACHED for r in refused)
+
+
+async def test_deadline_passing_during_backoff_gives_deadline_exceeded(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+    await start_worker(catalog=catalog_from(tmp_path, TWO_MODELS, "default: {candidates: [primary]}\n"))
+    await sim.add_rule({"model": "gpt-4o-mini", "fault": "rate_limit", "retry_after_s": 5})
+    async with PipelineClient(settings) as client:
+        reply = await client.complete(req("hurry", deadline_ms=2000), timeout=30)
+    assert reply.status == "error" and reply.error.code == ErrorCode.DEADLINE_EXCEEDED
+    assert len(await sim.requests()) == 1  # no attempt started after the deadline
