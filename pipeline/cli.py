@@ -71,6 +71,18 @@ def run(
 
 
 @app.command()
+def sink() -> None:
+    """Run only the usage sink: usage events from Kafka into ClickHouse, exactly once.
+
+    Its own consumer group (PIPELINE_USAGE_CONSUMER_GROUP); batches of PIPELINE_USAGE_BATCH_SIZE
+    rows or PIPELINE_USAGE_FLUSH_INTERVAL_S seconds; pauses and retries while ClickHouse is down.
+
+    Example: CLICKHOUSE_URL=http://ch:8123 pipeline sink
+    """
+    run(requests=False, sink=True)
+
+
+@app.command()
 def simulate(
     host: str = "127.0.0.1",
     port: int = 8900,

@@ -208,18 +208,25 @@ class UsageEvent(_Event):
     request_id: str
     tenant: str
     task_type: str
+    requested_model: str = Field("", description="The request's explicit model, else its route's first choice.")
     model: str
     provider: str
     deployment: str = ""
     status: AttemptOutcome
     error_code: ErrorCode | None = None
+    http_status: int = Field(0, description="The provider's HTTP status (200 on success, 0 if none).")
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
     total_tokens: int = 0
     cost_usd: float = 0.0
     latency_ms: float = 0.0
+    ttft_ms: float = Field(0.0, description="Time to first token (streaming); 0 when not streamed.")
     attempt: int = Field(ge=1, description="1-based position of this call within the request.")
     is_fallback: bool = False
+    is_final: bool = Field(False, description="This attempt's result became the reply.")
+    attributes: dict[str, str] = Field(default_factory=dict)
     route_skipped: list[str] = Field(default_factory=list, description="'model:reason' for each candidate passed over.")
     budget_downgrade: bool = False
     ts: datetime = Field(default_factory=_now)

@@ -105,10 +105,15 @@ def build_reply(
     )
 
 
-def usage_events(request: CompletionRequest, plan: RoutePlan, outcome: CallOutcome) -> list[UsageEvent]:
-    """One event per attempt; a call to any model but the first one tried is a fallback."""
+def usage_events(
+    request: CompletionRequest, plan: RoutePlan, outcome: CallOutcome, *, final: bool = True
+) -> list[UsageEvent]:
+    """One event per attempt; a call to any model but the first one tried is a fallback.
+
+    `final`: this round's last attempt is the one whose result became the reply."""
     events = []
     skipped = [f"{s.model}:{s.reason.value}" for s in (*plan.skipped, *outcome.skipped)]
+    requested = request.model or (plan.candidates[0].spec.name if plan.candidates else "")
     primary = outcome.attempts[0].spec.name if outcome.attempts else None
     for a in outcome.attempts:
         prompt = a.response.prompt_tokens if a.response else 0
@@ -119,18 +124,23 @@ def usage_events(request: CompletionRequest, plan: RoutePlan, outcome: CallOutco
                 request_id=request.request_id,
                 tenant=request.tenant,
                 task_type=request.task_type,
+                requested_model=requested,
                 model=a.spec.name,
                 provider=a.spec.provider,
                 deployment=a.deployment,
                 status=AttemptOutcome.OK if a.ok else AttemptOutcome.ERROR,
                 error_code=None if a.ok else a.error.code,  # type: ignore[union-attr]
+                http_status=200 if a.ok else (a.error.status or 0),  # type: ignore[union-attr]
                 prompt_tokens=prompt,
                 completion_tokens=completion,
+                cached_tokens=a.response.cached_tokens if a.response else 0,
+                reasoning_tokens=a.response.reasoning_tokens if a.response else 0,
                 total_tokens=prompt + completion,
                 cost_usd=a.cost_usd,
                 latency_ms=round(a.latency_ms, 3),
                 attempt=a.number,
                 is_fallback=a.spec.name != primary,
+                is_final=final and a is outcome.attempts[-1],
                 route_skipped=skipped,
                 budget_downgrade=outcome.budget_downgrade,
                 ts=a.started_at,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
@@ -22,9 +24,10 @@ from pipeline.settings import Settings
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 USAGE_COLUMNS = (
-    "event_id", "request_id", "attempt", "ts", "tenant", "task_type", "model", "provider", "deployment", "status",
-    "error_code", "is_fallback", "route_skipped", "budget_downgrade", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd",
-    "latency_ms", "kafka_partition", "kafka_offset",
+    "event_id", "request_id", "attempt", "ts", "tenant", "task_type", "requested_model", "model", "provider",
+    "deployment", "status", "error_code", "http_status", "is_fallback", "is_final", "route_skipped",
+    "budget_downgrade", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens",
+    "cost_usd", "latency_ms", "ttft_ms", "attributes", "kafka_topic", "kafka_partition", "kafka_offset",
 )
 
 
@@ -35,22 +38,24 @@ class StoredUsage:
     event: UsageEvent
     kafka_partition: int
     kafka_offset: int
+    kafka_topic: str = ""
 
 
 class UsageStore(Protocol):
-    async def insert(self, rows: Sequence[StoredUsage]) -> None: ...
+    database: str
+
+    async def insert(self, rows: Sequence[StoredUsage], *, dedup_token: str | None = None) -> None: ...
     async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
 
 
 def _row(item: StoredUsage) -> list[Any]:
     e = item.event
     return [
-        e.event_id, e.request_id, e.attempt, e.ts, e.tenant, e.task_type, e.model, e.provider, e.deployment,
-        e.status.value,
-        e.error_code.value if e.error_code else "", e.is_fallback, e.route_skipped, e.budget_downgrade,
-        e.prompt_tokens, e.completion_tokens,
-        e.total_tokens, Decimal(repr(e.cost_usd)).quantize(Decimal("1e-9")), e.latency_ms,
-        item.kafka_partition, item.kafka_offset,
+        e.event_id, e.request_id, e.attempt, e.ts, e.tenant, e.task_type, e.requested_model, e.model, e.provider,
+        e.deployment, e.status.value, e.error_code.value if e.error_code else "", e.http_status, e.is_fallback,
+        e.is_final, e.route_skipped, e.budget_downgrade, e.prompt_tokens, e.completion_tokens, e.cached_tokens,
+        e.reasoning_tokens, e.total_tokens, Decimal(repr(e.cost_usd)).quantize(Decimal("1e-9")), e.latency_ms,
+        e.ttft_ms, e.attributes, item.kafka_topic, item.kafka_partition, item.kafka_offset,
     ]
 
 
@@ -67,12 +72,16 @@ def migrations() -> list[tuple[int, str, str]]:
 class ClickHouseUsageStore:
     """Usage rows and reports in one ClickHouse database (embedded or server)."""
 
-    def __init__(self, url: str, database: str, *, user: str = "default", password: str = "") -> None:
+    def __init__(
+        self, url: str, database: str, *, user: str = "default", password: str = "", lock_wait_s: float = 30.0
+    ) -> None:
         if not _IDENT.match(database):
             raise ValueError(f"invalid ClickHouse database name {database!r}")
         self.url = url
         self.database = database
+        self.embedded = url.startswith("chdb:")
         self._user, self._password = user, password
+        self._lock_wait_s = lock_wait_s
         self._client: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
 
@@ -85,19 +94,44 @@ class ClickHouseUsageStore:
 
     # -- synchronous core (runs on the store's thread) --------------------------------
     def _connect(self) -> Any:
-        if self._client is None:
-            import clickhouse_connect
+        """Open the client. The embedded engine admits one process per data directory: another
+        process (a worker's sink, `pipeline report`) may hold it for a moment, so wait for it."""
+        if self._client is not None:
+            return self._client
+        import clickhouse_connect
 
-            if self.url.startswith("chdb:"):
-                self._client = clickhouse_connect.get_client(dsn=self.url)
-            else:
-                self._client = clickhouse_connect.get_client(
-                    dsn=self.url, username=self._user, password=self._password
-                )
-        return self._client
+        deadline = time.monotonic() + self._lock_wait_s
+        while True:
+            try:
+                if self.embedded:
+                    self._client = clickhouse_connect.get_client(dsn=self.url)
+                else:
+                    self._client = clickhouse_connect.get_client(
+                        dsn=self.url, username=self._user, password=self._password
+                    )
+                return self._client
+            except Exception as exc:
+                if not (self.embedded and "Unable to open the chdb engine" in str(exc)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    @contextmanager
+    def _session(self) -> Iterator[Any]:
+        """The embedded engine is held only for the operation, so other processes can use the
+        same directory in between (reports while a worker runs); a server connection is kept."""
+        client = self._connect()
+        try:
+            yield client
+        finally:
+            if self.embedded:
+                self._client = None
+                client.close()
 
     def _migrate(self) -> list[str]:
-        client = self._connect()
+        with self._session() as client:
+            return self._migrate_with(client)
+
+    def _migrate_with(self, client: Any) -> list[str]:
         db = self.database
         client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
         client.command(
@@ -117,14 +151,17 @@ class ClickHouseUsageStore:
             applied.append(name)
         return applied
 
-    def _insert(self, rows: Sequence[StoredUsage]) -> None:
-        if rows:
-            self._connect().insert(
-                f"{self.database}.llm_usage", [_row(r) for r in rows], column_names=list(USAGE_COLUMNS)
-            )
+    def _insert(self, rows: Sequence[StoredUsage], dedup_token: str | None) -> None:
+        if not rows:
+            return
+        settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        with self._session() as client:
+            client.insert(f"{self.database}.llm_usage", [_row(r) for r in rows], column_names=list(USAGE_COLUMNS),
+                          settings=settings)
 
     def _query(self, sql: str, parameters: dict[str, Any] | None) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self._connect().query(sql, parameters=parameters or {}).result_rows]
+        with self._session() as client:
+            return [tuple(r) for r in client.query(sql, parameters=parameters or {}).result_rows]
 
     # -- async surface ----------------------------------------------------------------
     async def _run(self, fn: Any, *args: Any) -> Any:
@@ -134,8 +171,9 @@ class ClickHouseUsageStore:
         """Apply pending migrations; safe to run at every start and from several processes."""
         return await self._run(self._migrate)
 
-    async def insert(self, rows: Sequence[StoredUsage]) -> None:
-        await self._run(self._insert, rows)
+    async def insert(self, rows: Sequence[StoredUsage], *, dedup_token: str | None = None) -> None:
+        """One synchronous insert. A retry with the same `dedup_token` is dropped by ClickHouse."""
+        await self._run(self._insert, rows, dedup_token)
 
     async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return await self._run(self._query, sql, parameters)

@@ -24,6 +24,8 @@ class ProviderResponse:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None = None
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 class ProviderError(Exception):
@@ -146,11 +148,15 @@ def _parse(response: Any, spec: ModelSpec) -> ProviderResponse:
     try:
         choice = response.choices[0]
         usage = response.usage
+        prompt_details = getattr(usage, "prompt_tokens_details", None)
+        completion_details = getattr(usage, "completion_tokens_details", None)
         return ProviderResponse(
             content=choice.message.content,
             prompt_tokens=int(usage.prompt_tokens or 0),
             completion_tokens=int(usage.completion_tokens or 0),
             finish_reason=choice.finish_reason,
+            cached_tokens=int(getattr(prompt_details, "cached_tokens", 0) or 0),
+            reasoning_tokens=int(getattr(completion_details, "reasoning_tokens", 0) or 0),
         )
     except (AttributeError, IndexError, TypeError, ValueError) as exc:
         raise ProviderError(ErrorCode.MALFORMED_RESPONSE, f"{spec.name}: unusable response: {exc}") from None

@@ -1,4 +1,4 @@
-"""Wiring: a FastStream Kafka broker whose subscribers drive the request handler and usage sink."""
+"""Wiring: the request intake, the usage sink, and the FastStream broker they publish through."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.kafka import KafkaBroker
 
 from pipeline.catalog import Catalog
 from pipeline.catalog.live import LiveCatalog
@@ -32,28 +30,10 @@ from pipeline.transport.kafka import (
 from pipeline.transport.kafka_intake import ConcurrentIntake, IntakeLimits
 from pipeline.transport.llm import LiteLLMProvider, ProviderClient
 from pipeline.worker.handler import RequestHandler
-from pipeline.worker.records import SourceRecord
 from pipeline.worker.spend_restore import restore_spend
 from pipeline.worker.usage_sink import UsageSink
 
 log = logging.getLogger(__name__)
-
-
-def _record(raw: Any) -> SourceRecord:
-    """aiokafka ConsumerRecord -> SourceRecord."""
-    return SourceRecord(
-        topic=raw.topic,
-        partition=raw.partition,
-        offset=raw.offset,
-        value=raw.value,
-        key=raw.key,
-        headers={k: v for k, v in (raw.headers or ())},
-    )
-
-
-def _raw_body(msg: Any) -> bytes:
-    """Skip FastStream's JSON decoding: the validate stage owns the bytes and their errors."""
-    return msg.body
 
 
 @dataclass
@@ -68,6 +48,7 @@ class Worker:
     ledger: BudgetLedger | None = None
     health: HealthState | None = None
     live_catalog: LiveCatalog | None = None
+    sink: UsageSink | None = None
     _owned_store: ClickHouseUsageStore | None = field(default=None, repr=False)
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
     _stopped: bool = field(default=False, repr=False)
@@ -90,6 +71,8 @@ class Worker:
             self._watcher = asyncio.create_task(self.live_catalog.watch(self.settings.config_reload_interval_s))
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread / Windows
                 asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.live_catalog.reload)
+        if self.sink is not None:
+            await self.sink.start()
         if self.intake is not None:
             await self.intake.start()
             log.info("worker consuming %s as group %s", self.settings.topic_requests, self.settings.consumer_group)
@@ -103,6 +86,8 @@ class Worker:
             self._watcher.cancel()
         if self.intake is not None:
             await self.intake.stop()
+        if self.sink is not None:
+            await self.sink.stop()
         await self.broker.stop()
         if self.processed is not None:
             await self.processed.close()
@@ -176,25 +161,18 @@ def create_worker(
             ),
         )
 
+    sink: UsageSink | None = None
     if with_sink:
         assert store is not None
-        sink = UsageSink(store, publisher, settings.topic_usage_dlq)
-
-        @broker.subscriber(
+        sink = UsageSink(
+            build_consumer(settings, settings.usage_consumer_group),
             settings.topic_usage,
-            group_id=settings.usage_consumer_group,
-            auto_offset_reset="earliest",
-            batch=True,
-            max_records=settings.usage_batch_size,
-            batch_timeout_ms=int(settings.usage_flush_interval_s * 1000),
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-            decoder=_raw_body,
-            title="usage-sink",
-            description="UsageEvent batches written to ClickHouse.",
+            store,
+            publisher,
+            settings.topic_usage_dlq,
+            batch_size=settings.usage_batch_size,
+            flush_interval_s=settings.usage_flush_interval_s,
         )
-        async def on_usage(body: Any, msg: KafkaMessage) -> None:
-            await sink.write_batch([_record(r) for r in msg.raw_message])
 
     return Worker(settings=settings, broker=broker, store=store, intake=intake, processed=processed,
-                  ledger=ledger, health=health, live_catalog=live, _owned_store=owned)
+                  ledger=ledger, health=health, live_catalog=live, sink=sink, _owned_store=owned)

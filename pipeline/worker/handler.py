@@ -218,24 +218,29 @@ class RequestHandler:
         waited = 0.0
         while True:
             round_ = await call_with_fallback(request, plan, ctx, first_attempt=len(outcome.attempts) + 1)
-            await self._publish_usage(request, plan, round_)
+            pause = _backpressure_pause(round_)
+            remaining = ctx.remaining_s()
+            go_round = not (
+                pause is None or round_.deadline_exceeded or waited + pause > self._settings.rate_limit_wait_max_s
+                or (remaining is not None and pause >= remaining)
+            )
+            await self._publish_usage(request, plan, round_, final=not go_round)
             outcome.attempts.extend(round_.attempts)
             outcome.skipped.extend(round_.skipped)
             outcome.budget_refusal = outcome.budget_refusal or round_.budget_refusal
             outcome.deadline_exceeded = round_.deadline_exceeded
             outcome.stopped = round_.stopped
-            pause = _backpressure_pause(round_)
-            if pause is None or round_.deadline_exceeded:
+            if not go_round:
                 return outcome
-            remaining = ctx.remaining_s()
-            if waited + pause > self._settings.rate_limit_wait_max_s or (remaining is not None and pause >= remaining):
-                return outcome
+            assert pause is not None
             log.info("request %s: every candidate is rate-limited or cooling down; waiting %.1fs",
                      request.request_id, pause)
             await asyncio.sleep(pause)
             waited += pause
 
-    async def _publish_usage(self, request: CompletionRequest, plan: RoutePlan, outcome: CallOutcome) -> None:
+    async def _publish_usage(
+        self, request: CompletionRequest, plan: RoutePlan, outcome: CallOutcome, *, final: bool = True
+    ) -> None:
         await asyncio.gather(
             *(
                 self._publisher.publish(
@@ -244,7 +249,7 @@ class RequestHandler:
                     key=request.request_id.encode(),
                     headers={CORRELATION_HEADER: request.request_id},
                 )
-                for event in usage_events(request, plan, outcome)
+                for event in usage_events(request, plan, outcome, final=final)
             )
         )
 
