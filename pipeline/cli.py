@@ -312,25 +312,38 @@ async def _probe_all(deployments: list, timeout_s: float = 5.0) -> dict[str, str
 
 @app.command()
 def report(
-    days: Annotated[int, typer.Option(help="Look back this many days.")] = 30,
+    name: Annotated[Optional[str], typer.Argument(
+        help="cost (default), daily, budgets, latency, reliability, errors, waste, top-tenants, top-requests, all"
+    )] = None,
+    days: Annotated[int, typer.Option(help="Look back this many days (UTC calendar days, today included).")] = 30,
     format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+    html: Annotated[Optional[Path], typer.Option(help="Write one self-contained HTML page with charts.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows of the top-spender reports.")] = 10,
 ) -> None:
-    """Cost and call counts by model, task type and tenant, from ClickHouse.
+    """Answer the analysts' questions from ClickHouse (exact figures, read with FINAL).
 
-    Example: CLICKHOUSE_URL=http://ch:8123 pipeline report --days 7 --format csv
+    Works while a worker runs on the embedded engine: the worker holds it only while flushing,
+    and the report waits for it. SQL for each report: docs/analytics.md.
+
+    Examples: pipeline report budgets · pipeline report daily --days 7 --format csv ·
+    pipeline report --html costs.html
     """
-    from pipeline.reports import cost_by_model_task_tenant
+    from pipeline.catalog import ConfigError, load_catalog
+    from pipeline.report_cli import run_report
     from pipeline.transport.clickhouse import ClickHouseUsageStore
-    from pipeline.ui import print_table
 
     settings = _settings()
+    try:
+        catalog = load_catalog(settings.config_dir)
+    except ConfigError:
+        catalog = None  # budgets report then shows spend without limits
     store = ClickHouseUsageStore.from_settings(settings)
     try:
         store.migrate_sync()
-        table = cost_by_model_task_tenant(store, days=days)
+        code = run_report(store, catalog, name=name, days=days, fmt=format, html=html, console=console, limit=limit)
     finally:
         store.close()
-    print_table(console, table, format)
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -227,34 +227,20 @@ def latency_by_model(
 # -- (4) error and fallback rates by provider, and errors by code --------------------------
 
 RELIABILITY_BY_PROVIDER = """
-WITH toDate({now:DateTime64(3, 'UTC')}) - ({days:UInt32} - 1) AS first_day
-SELECT a.provider                                              AS provider,
-       a.calls                                                 AS calls,
-       a.errors                                                AS errors,
-       round(a.errors / a.calls * 100, 2)                      AS error_rate_pct,
-       r.requests                                              AS requests_started,
-       r.fell_back                                             AS requests_fell_back,
-       round(if(r.requests = 0, 0, r.fell_back / r.requests * 100), 2) AS fallback_rate_pct,
-       a.fallback_calls                                        AS calls_as_fallback
-FROM
-(
-    SELECT provider, count() AS calls, countIf(status != 'ok') AS errors, countIf(is_fallback) AS fallback_calls
-    FROM {db}.llm_usage FINAL
-    WHERE toDate(ts) >= first_day
-    GROUP BY provider
-) AS a
-LEFT JOIN
-(
-    SELECT first_provider AS provider, count() AS requests, countIf(any_fallback) AS fell_back
-    FROM
-    (
-        SELECT tenant, request_id, argMin(provider, attempt) AS first_provider, max(is_fallback) AS any_fallback
-        FROM {db}.llm_usage FINAL
-        WHERE toDate(ts) >= first_day
-        GROUP BY tenant, request_id
-    )
-    GROUP BY first_provider
-) AS r ON a.provider = r.provider
+SELECT provider,
+       count()                                                          AS calls,
+       countIf(status != 'ok')                                          AS errors,
+       round(errors / calls * 100, 2)                                   AS error_rate_pct,
+       countIf(attempt = 1)                                             AS requests_started,
+       countIf(attempt = 1 AND (tenant, request_id) IN (
+           SELECT tenant, request_id FROM {db}.llm_usage FINAL
+           WHERE toDate(ts) >= toDate({now:DateTime64(3, 'UTC')}) - ({days:UInt32} - 1) AND is_fallback
+       ))                                                               AS requests_fell_back,
+       round(if(requests_started = 0, 0, requests_fell_back / requests_started * 100), 2) AS fallback_rate_pct,
+       countIf(is_fallback)                                             AS calls_as_fallback
+FROM {db}.llm_usage FINAL
+WHERE toDate(ts) >= toDate({now:DateTime64(3, 'UTC')}) - ({days:UInt32} - 1)
+GROUP BY provider
 ORDER BY provider
 """
 
@@ -263,10 +249,11 @@ def reliability_by_provider(store: ClickHouseUsageStore, *, days: int = 30, now:
     """Error rate and fallback rate per provider.
 
     `error_rate_pct`: failed attempts / attempts on the provider. `fallback_rate_pct`: of the
-    requests whose first attempt went to the provider (`requests_started`), the share that
-    then tried another model (any attempt with `is_fallback`) — how often this provider's
-    failure pushed traffic elsewhere. `calls_as_fallback`: attempts the provider served as
-    somebody else's fallback. A request is (tenant, request_id).
+    requests whose first attempt (`attempt = 1`, numbered across the whole request) went to the
+    provider (`requests_started`), the share that then tried another model (any attempt of the
+    request with `is_fallback`) — how often this provider's failure pushed traffic elsewhere.
+    `calls_as_fallback`: attempts the provider served as another model's fallback. A request is
+    (tenant, request_id); both its first attempt and its fallback must fall in the window.
     """
     _check_days(days)
     rows = _run(store, RELIABILITY_BY_PROVIDER, days=days, now=_now_param(now))
@@ -393,9 +380,15 @@ SELECT request_id, tenant,
        sum(cost_usd)                                                      AS spend_usd
 FROM {db}.llm_usage FINAL
 WHERE toDate(ts) >= toDate({now:DateTime64(3, 'UTC')}) - ({days:UInt32} - 1)
+  AND (tenant, request_id) IN (
+      -- the top requests first (cheap aggregates only), then their details
+      SELECT tenant, request_id FROM {db}.llm_usage FINAL
+      WHERE toDate(ts) >= toDate({now:DateTime64(3, 'UTC')}) - ({days:UInt32} - 1)
+      GROUP BY tenant, request_id
+      ORDER BY sum(cost_usd) DESC, min(ts), request_id
+      LIMIT {limit:UInt32})
 GROUP BY tenant, request_id
 ORDER BY spend_usd DESC, first_ts, request_id
-LIMIT {limit:UInt32}
 """
 
 

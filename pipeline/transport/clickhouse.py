@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
+from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.contracts import UsageEvent
@@ -83,6 +84,7 @@ class ClickHouseUsageStore:
         self._user, self._password = user, password
         self._lock_wait_s = lock_wait_s
         self._client: Any = None
+        self._migrated = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
 
     @classmethod
@@ -111,9 +113,15 @@ class ClickHouseUsageStore:
                     )
                 return self._client
             except Exception as exc:
-                if not (self.embedded and "Unable to open the chdb engine" in str(exc)) or time.monotonic() > deadline:
+                if not (self.embedded and self._held_elsewhere(exc)) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+    def _held_elsewhere(self, exc: Exception) -> bool:
+        """chDB reports a lock held by another process only as a generic open failure, so look
+        for the engine's lock file in an existing data directory."""
+        path = Path(self.url.removeprefix("chdb://").split("?", 1)[0])
+        return "Unable to open the chdb engine" in str(exc) and (path / "status").is_file()
 
     @contextmanager
     def _session(self) -> Iterator[Any]:
@@ -129,7 +137,9 @@ class ClickHouseUsageStore:
 
     def _migrate(self) -> list[str]:
         with self._session() as client:
-            return self._migrate_with(client)
+            applied = self._migrate_with(client)
+        self._migrated = True
+        return applied
 
     def _migrate_with(self, client: Any) -> list[str]:
         db = self.database
@@ -155,6 +165,8 @@ class ClickHouseUsageStore:
         if not rows:
             return
         settings = {"insert_deduplication_token": dedup_token} if dedup_token else None
+        if not self._migrated:  # ClickHouse was unreachable at start-up: create the schema now
+            self._migrate()
         with self._session() as client:
             client.insert(f"{self.database}.llm_usage", [_row(r) for r in rows], column_names=list(USAGE_COLUMNS),
                           settings=settings)

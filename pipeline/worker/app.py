@@ -60,12 +60,7 @@ class Worker:
                 pipeline_topics(self.settings),
                 partitions=self.settings.topic_partitions,
             )
-        if self._owned_store is not None:
-            applied = await self._owned_store.migrate()
-            if applied:
-                log.info("applied ClickHouse migrations %s", applied)
-        if self.ledger is not None and isinstance(self.store, ClickHouseUsageStore):
-            await restore_spend(self.store, self.ledger)
+        await self._prepare_clickhouse()
         await self.broker.start()
         if self.live_catalog is not None and self.settings.config_reload_interval_s > 0:
             self._watcher = asyncio.create_task(self.live_catalog.watch(self.settings.config_reload_interval_s))
@@ -76,6 +71,19 @@ class Worker:
         if self.intake is not None:
             await self.intake.start()
             log.info("worker consuming %s as group %s", self.settings.topic_requests, self.settings.consumer_group)
+
+    async def _prepare_clickhouse(self) -> None:
+        """Migrations and the budget restore. An unreachable ClickHouse does not stop the worker:
+        requests are served, usage waits in Kafka, and the sink migrates before its first insert."""
+        try:
+            if self._owned_store is not None:
+                applied = await self._owned_store.migrate()
+                if applied:
+                    log.info("applied ClickHouse migrations %s", applied)
+            if self.ledger is not None and isinstance(self.store, ClickHouseUsageStore):
+                await restore_spend(self.store, self.ledger)
+        except Exception as exc:
+            log.warning("ClickHouse unreachable at start-up (%s): serving requests, usage waits in Kafka", exc)
 
     async def stop(self) -> None:
         """Intake first: in-flight requests still need the broker to publish their replies."""

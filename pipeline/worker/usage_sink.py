@@ -50,7 +50,8 @@ class _Assignments(ConsumerRebalanceListener):
         await self._sink._flush_for_revoke(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._sink._skip_stored(set(assigned))
+        async with self._sink._lock:  # no flush while we learn what is already stored
+            await self._sink._skip_stored(set(assigned))
 
 
 class UsageSink:
@@ -78,6 +79,9 @@ class UsageSink:
         self._backoff_max_s = backoff_max_s
         self._buffer: list[SourceRecord] = []
         self._buffer_since = 0.0
+        # The batch being inserted: a retry re-sends exactly these rows under the same token.
+        self._pending: tuple[list[SourceRecord], list[StoredUsage]] | None = None
+        self._stored_up_to: dict[int, int] = {}  # partition -> first offset not yet in ClickHouse
         self._retry_at = 0.0
         self._backoff_s = backoff_initial_s
         self._task: asyncio.Task[None] | None = None
@@ -102,7 +106,8 @@ class UsageSink:
         if self._task is not None:
             await self._task
         async with self._lock:
-            await self._flush()
+            while (self._pending is not None or self._buffer) and await self._flush():
+                pass
         await self._consumer.stop()
 
     async def _run(self) -> None:
@@ -116,10 +121,12 @@ class UsageSink:
                 continue
             for records in batch.values():
                 for raw in records:
+                    if raw.offset < self._stored_up_to.get(raw.partition, 0):
+                        continue  # inserted before a crash, never committed: already counted
                     if not self._buffer:
                         self._buffer_since = time.monotonic()
                     self._buffer.append(SourceRecord(raw.topic, raw.partition, raw.offset, raw.value, raw.key))
-            due = len(self._buffer) >= self._batch_size or (
+            due = self._pending is not None or len(self._buffer) >= self._batch_size or (
                 self._buffer and time.monotonic() - self._buffer_since >= self._flush_interval_s
             )
             if due and time.monotonic() >= self._retry_at:
@@ -127,11 +134,17 @@ class UsageSink:
                     await self._flush()
 
     async def _flush(self) -> bool:
-        """Insert the buffer and commit its offsets; on failure pause and schedule a retry."""
-        if not self._buffer:
-            return True
-        records = list(self._buffer)
-        rows = await self._parse(records)
+        """Insert one batch and commit its offsets; on failure pause and schedule a retry of the same batch."""
+        if self._pending is None:
+            if not self._buffer:
+                return True
+            self._buffer = [r for r in self._buffer if r.offset >= self._stored_up_to.get(r.partition, 0)]
+            if not self._buffer:
+                return True
+            records, self._buffer = self._buffer[: self._batch_size], self._buffer[self._batch_size:]
+            self._buffer_since = time.monotonic()
+            self._pending = (records, await self._parse(records))
+        records, rows = self._pending
         try:
             await self._store.insert(rows, dedup_token=dedup_token(self._topic, records))
         except Exception as exc:  # ClickHouse down, locked, refusing: keep everything, try later
@@ -143,8 +156,8 @@ class UsageSink:
             return False
         failpoints.hit("sink_after_insert")
         await self._commit(records)
+        self._pending = None
         self.rows_written += len(rows)
-        self._buffer = self._buffer[len(records):]
         if self._retry_at:
             log.info("ClickHouse is back: usage inserts resumed")
         self._retry_at, self._backoff_s = 0.0, self._backoff_initial_s
@@ -186,8 +199,12 @@ class UsageSink:
 
     async def _flush_for_revoke(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
-            if not await self._flush():
-                # Not stored and not committed: the next owner reads these partitions again.
+            while (self._pending is not None or self._buffer) and await self._flush():
+                pass
+            if self._pending is not None or self._buffer:
+                # Not stored and not committed: the next owner reads these partitions again. The
+                # failed batch is dropped whole, so its retry never mixes in other partitions' rows.
+                self._pending = None
                 self._buffer = [r for r in self._buffer if TopicPartition(r.topic, r.partition) not in revoked]
 
     async def _skip_stored(self, assigned: set[TopicPartition]) -> None:
@@ -203,11 +220,10 @@ class UsageSink:
         except Exception as exc:  # ClickHouse down: the dedup token and FINAL still hold
             log.warning("cannot read stored usage offsets (%s); relying on insert deduplication", exc)
             return
-        last = {int(p): int(o) for p, o in stored}
-        for tp in assigned:
-            if tp.partition not in last:
-                continue
-            committed = await self._consumer.committed(tp)
-            if committed is None or committed <= last[tp.partition]:
-                self._consumer.seek(tp, last[tp.partition] + 1)
-                log.info("usage %s: skipping to offset %d (already stored)", tp, last[tp.partition] + 1)
+        for partition, offset in stored:
+            tp = TopicPartition(self._topic, int(partition))
+            if tp in assigned:
+                # Records below this are dropped as they arrive (a seek here can be overtaken by
+                # the consumer's own position reset to the committed offset).
+                self._stored_up_to[tp.partition] = int(offset) + 1
+                log.info("usage %s: offsets below %d are already stored", tp, int(offset) + 1)
