@@ -74,7 +74,8 @@ class ClickHouseUsageStore:
     """Usage rows and reports in one ClickHouse database (embedded or server)."""
 
     def __init__(
-        self, url: str, database: str, *, user: str = "default", password: str = "", lock_wait_s: float = 30.0
+        self, url: str, database: str, *, user: str = "default", password: str = "", lock_wait_s: float = 30.0,
+        retention_days: int | None = None,
     ) -> None:
         if not _IDENT.match(database):
             raise ValueError(f"invalid ClickHouse database name {database!r}")
@@ -83,6 +84,7 @@ class ClickHouseUsageStore:
         self.embedded = url.startswith("chdb:")
         self._user, self._password = user, password
         self._lock_wait_s = lock_wait_s
+        self._retention_days = retention_days
         self._client: Any = None
         self._migrated = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
@@ -92,6 +94,7 @@ class ClickHouseUsageStore:
         return cls(
             settings.clickhouse_url, settings.clickhouse_database,
             user=settings.clickhouse_user, password=settings.clickhouse_password.get_secret_value(),
+            retention_days=settings.usage_retention_days,
         )
 
     # -- synchronous core (runs on the store's thread) --------------------------------
@@ -159,6 +162,10 @@ class ClickHouseUsageStore:
                     client.command(statement)
             client.insert(f"{db}.schema_migrations", [[version, name]], column_names=["version", "name"])
             applied.append(name)
+        if self._retention_days is not None:  # a setting, not a migration: it may change between starts
+            client.command(
+                f"ALTER TABLE {db}.llm_usage MODIFY TTL toDateTime(ts) + INTERVAL {int(self._retention_days)} DAY"
+            )
         return applied
 
     def _insert(self, rows: Sequence[StoredUsage], dedup_token: str | None) -> None:
