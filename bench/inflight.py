@@ -47,7 +47,7 @@ async def main(args: argparse.Namespace) -> None:
            "PIPELINE_SIMULATOR_URL": sim.url, "PIPELINE_CONFIG_DIR": str(REPO / "config"),
            "PIPELINE_CONSUMER_GROUP": f"{run}-workers", "PIPELINE_MAX_IN_FLIGHT": str(args.max_in_flight),
            "PIPELINE_PARTITION_WINDOW": str(args.max_in_flight), "PIPELINE_LOG_LEVEL": "WARNING",
-           "PIPELINE_KAFKA_FETCH_MAX_WAIT_MS": "50"}
+           "PIPELINE_KAFKA_FETCH_MAX_WAIT_MS": "50", "PIPELINE_HTTP_PORT": "0"}
     env.pop("REDIS_URL", None)
     log = open(Path(tempfile.gettempdir()) / f"{run}-worker.log", "wb")
     worker = await asyncio.create_subprocess_exec(sys.executable, "-m", "pipeline.cli", "run", "--no-sink",

@@ -27,11 +27,12 @@ if not console.is_terminal:  # piped or captured: tables are read later, do not 
 err = Console(stderr=True)
 
 
-def _settings() -> Settings:
+def _settings(*, service: bool = False) -> Settings:
+    """Services (run, sink) log JSON lines by default; interactive commands log plain text."""
     from pipeline.logs import configure_logging
 
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format if service else "text")
     return settings
 
 
@@ -55,7 +56,7 @@ def run(
     from pipeline.catalog import ConfigError, load_catalog
     from pipeline.worker.app import create_worker
 
-    settings = _settings()
+    settings = _settings(service=True)
     try:
         catalog = load_catalog(settings.config_dir)
     except ConfigError as exc:

@@ -68,6 +68,7 @@ async def run_demo(console: Console, *, requests: int = 12, data_dir: Path | Non
             consumer_group=f"demo-workers-{run_id}",
             usage_consumer_group=f"demo-sink-{run_id}",
             usage_flush_interval_s=0.2,
+            http_port=None,  # a demo must not take a running worker's metrics port
         )
         worker = create_worker(settings, catalog=load_catalog(settings.config_dir))
         await worker.start()

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     redis_namespace: str = Field("llm-pipeline", description="Key prefix, so several pipelines can share a Redis.")
 
     log_level: str = "INFO"
+    log_format: str = Field("json", description="json (one object per line) or text.")
+    log_prompts: bool = Field(False, description="Debug only: include prompt text in logs.")
+    http_host: str = "0.0.0.0"
+    http_port: int | None = Field(9464, description="/metrics, /healthz, /readyz; 0 picks a free port, unset disables.")
 
     # Configuration files and providers
     config_dir: Path = Field(Path("config"), validation_alias=_env("CONFIG_DIR"))

@@ -89,6 +89,7 @@ def settings(kafka_bootstrap: str, chdb_dir: Path, test_id: str, simulator: obje
         usage_flush_interval_s=0.2,
         config_dir=REPO / "config",
         provider_timeout_s=10,
+        http_port=0,
     )
 
 

@@ -51,11 +51,13 @@ class LiveCatalog:
             catalog = load_catalog(self.config_dir)
         except ConfigError as exc:
             self.rejected += 1
+            CONFIG_RELOADS.labels("rejected").inc()
             self.last_error = str(exc)
             log.error("configuration reload rejected, keeping the last good one: %s", exc)
             return False
         self._current = catalog
         self.reloads += 1
+        CONFIG_RELOADS.labels("ok").inc()
         self.last_error = None
         log.info("configuration reloaded from %s", self.config_dir)
         return True

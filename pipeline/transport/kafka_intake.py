@@ -90,6 +90,10 @@ class ConcurrentIntake:
         await self._consumer.stop()
 
     @property
+    def consumer(self) -> AIOKafkaConsumer:
+        return self._consumer
+
+    @property
     def in_flight(self) -> int:
         return sum(len(t) for t in self._tasks.values())
 

@@ -8,11 +8,14 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from faststream.kafka import KafkaBroker
 
 from pipeline.catalog import Catalog
 from pipeline.catalog.live import LiveCatalog
+from pipeline.observability import metrics
+from pipeline.observability.http import HealthServer
 from pipeline.settings import Settings
 from pipeline.stages.budget import BudgetGuard
 from pipeline.stages.deployments import DeploymentPool
@@ -51,6 +54,8 @@ class Worker:
     sink: UsageSink | None = None
     _owned_store: ClickHouseUsageStore | None = field(default=None, repr=False)
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+    _lag_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    http: HealthServer | None = field(default=None, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
     async def start(self) -> None:
@@ -70,6 +75,12 @@ class Worker:
             await self.sink.start()
         if self.intake is not None:
             await self.intake.start()
+            intake = self.intake
+            metrics.IN_FLIGHT.set_function(lambda: intake.in_flight)
+        self._lag_task = asyncio.create_task(self._report_lag())
+        if self.settings.http_port is not None:
+            self.http = HealthServer(self.readiness, self.settings.http_host, self.settings.http_port)
+            await self.http.start()
             log.info("worker consuming %s as group %s", self.settings.topic_requests, self.settings.consumer_group)
 
     async def _prepare_clickhouse(self) -> None:
@@ -85,13 +96,44 @@ class Worker:
         except Exception as exc:
             log.warning("ClickHouse unreachable at start-up (%s): serving requests, usage waits in Kafka", exc)
 
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready: broker reachable and config loaded; ClickHouse reachable or usage buffering in Kafka."""
+        broker_ok = bool(await self.broker.ping(timeout=2.0))
+        details: dict[str, Any] = {"broker": "connected" if broker_ok else "unreachable", "config": "loaded"}
+        if self.live_catalog is not None and self.live_catalog.last_error:
+            details["config"] = f"loaded; last reload rejected: {self.live_catalog.last_error}"
+        if self.sink is not None:
+            details["clickhouse"] = "buffering (unreachable)" if self.sink.outage else "reachable"
+        return broker_ok, details
+
+    async def _report_lag(self, period_s: float = 5.0) -> None:
+        """Consumer lag per assigned partition, for dashboards and autoscaling alerts."""
+        consumers = []
+        if self.intake is not None:
+            consumers.append((self.settings.consumer_group, self.intake.consumer))
+        if self.sink is not None:
+            consumers.append((self.settings.usage_consumer_group, self.sink.consumer))
+        while True:
+            await asyncio.sleep(period_s)
+            for group, consumer in consumers:
+                for tp in consumer.assignment():
+                    highwater = consumer.highwater(tp)
+                    if highwater is None:
+                        continue
+                    with contextlib.suppress(Exception):
+                        lag = max(0, highwater - await consumer.position(tp))
+                        metrics.CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(lag)
+
     async def stop(self) -> None:
         """Intake first: in-flight requests still need the broker to publish their replies."""
         if self._stopped:
             return
         self._stopped = True
-        if self._watcher is not None:
-            self._watcher.cancel()
+        if self.http is not None:
+            await self.http.stop()
+        for task in (self._watcher, self._lag_task):
+            if task is not None:
+                task.cancel()
         if self.intake is not None:
             await self.intake.stop()
         if self.sink is not None:

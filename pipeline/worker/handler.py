@@ -23,6 +23,7 @@ from pipeline.contracts import (
     ErrorCode,
     SkipReason,
 )
+from pipeline.observability import metrics
 from pipeline.settings import Settings
 from pipeline.stages.budget import BudgetAlert as BudgetAlertCrossing
 from pipeline.stages.budget import BudgetGuard, BudgetRefusal, Reservation
@@ -86,6 +87,10 @@ class _RequestSpend:
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
         for alert in await self._guard.settle(reservation, actual_usd, self._controls.alert_threshold):
             await self._handler.publish_alert(alert)
+        spent = await self._guard.ledger.values([line.key for line in reservation.lines])
+        for line, used in zip(reservation.lines, spent, strict=True):
+            name, window = line.name, line.key.rsplit(":", 1)[-1]
+            metrics.BUDGET_REMAINING.labels(name, window).set((line.limit - used) / 1e6)
 
 
 def encode_reply(reply: CompletionReply) -> bytes:
@@ -127,7 +132,8 @@ class RequestHandler:
             return
         if self._processed is None:
             reply = await self._serve_with_retries(record, checked, started)
-            await self._reply(record, checked.reply_to, reply)
+            await self._publish_reply_bytes(record, checked.reply_to, checked.request_id, encode_reply(reply))
+            metrics.observe_reply(checked.task_type, reply, time.perf_counter() - started)
             return
         owner = f"{self._owner_prefix}:{record.partition}:{record.offset}"
         if not await self._claim(record, checked, owner):
@@ -143,6 +149,7 @@ class RequestHandler:
         finally:
             renewer.cancel()
         await self._publish_reply_bytes(record, checked.reply_to, checked.request_id, value)
+        metrics.observe_reply(checked.task_type, CompletionReply.model_validate_json(value), time.perf_counter() - started)
 
     async def _claim(self, record: SourceRecord, request: CompletionRequest, owner: str) -> bool:
         """True when this task should process the request; False when a stored reply was re-sent."""
@@ -204,6 +211,9 @@ class RequestHandler:
             "request %s task_type=%s tenant=%s -> %s model=%s attempts=%d cost_usd=%.6f",
             request.request_id, request.task_type, request.tenant, reply.status.value, reply.model,
             len(reply.attempts), reply.cost_usd,
+            extra={"request_id": request.request_id, "tenant": request.tenant, "task_type": request.task_type,
+                   "model": reply.model, "status": reply.status.value, "attempts": len(reply.attempts),
+                   "cost_usd": reply.cost_usd, "error_code": reply.error.code.value if reply.error else None},
         )
         return reply
 
@@ -241,6 +251,7 @@ class RequestHandler:
     async def _publish_usage(
         self, request: CompletionRequest, plan: RoutePlan, outcome: CallOutcome, *, final: bool = True
     ) -> None:
+        events = usage_events(request, plan, outcome, final=final)
         await asyncio.gather(
             *(
                 self._publisher.publish(
@@ -249,9 +260,10 @@ class RequestHandler:
                     key=request.request_id.encode(),
                     headers={CORRELATION_HEADER: request.request_id},
                 )
-                for event in usage_events(request, plan, outcome, final=final)
+                for event in events
             )
         )
+        metrics.observe_attempts(events)
 
     async def publish_alert(self, alert: BudgetAlertCrossing) -> None:
         """One alert per budget window (the ledger guarantees once), to the alerts topic and the log."""
@@ -282,9 +294,11 @@ class RequestHandler:
         if attempts is not None:
             headers[DeadLetterHeader.ATTEMPTS.value] = str(attempts)
         await self._publisher.publish(self._settings.topic_dlq, record.value or b"", key=record.key, headers=headers)
+        metrics.DEAD_LETTERS.labels(self._settings.topic_dlq, code.value).inc()
 
     async def _reply(self, record: SourceRecord, reply_to: str | None, reply: CompletionReply) -> None:
         await self._publish_reply_bytes(record, reply_to, reply.request_id, encode_reply(reply))
+        metrics.observe_reply("", reply, 0.0)
 
     async def _publish_reply_bytes(self, record: SourceRecord, reply_to: str | None, request_id: str, value: bytes) -> None:
         await self._publisher.publish(

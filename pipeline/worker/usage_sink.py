@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from pipeline import failpoints
 from pipeline.contracts import UsageEvent
+from pipeline.observability import metrics
 from pipeline.transport.clickhouse import StoredUsage, UsageStore
 from pipeline.worker.records import Publisher, SourceRecord, dead_letter_headers
 
@@ -91,6 +92,10 @@ class UsageSink:
         self.failed_inserts = 0
 
     @property
+    def consumer(self) -> AIOKafkaConsumer:
+        return self._consumer
+
+    @property
     def outage(self) -> bool:
         """True while ClickHouse refuses inserts (the request path keeps serving meanwhile)."""
         return self._retry_at > 0
@@ -149,6 +154,7 @@ class UsageSink:
             await self._store.insert(rows, dedup_token=dedup_token(self._topic, records))
         except Exception as exc:  # ClickHouse down, locked, refusing: keep everything, try later
             self.failed_inserts += 1
+            metrics.USAGE_INSERT_FAILURES.inc()
             self._pause_all()
             self._retry_at = time.monotonic() + self._backoff_s
             log.warning("usage insert of %d rows failed (%s); retrying in %.1fs", len(rows), exc, self._backoff_s)
@@ -158,6 +164,7 @@ class UsageSink:
         await self._commit(records)
         self._pending = None
         self.rows_written += len(rows)
+        metrics.USAGE_ROWS.inc(len(rows))
         if self._retry_at:
             log.info("ClickHouse is back: usage inserts resumed")
         self._retry_at, self._backoff_s = 0.0, self._backoff_initial_s
@@ -173,6 +180,7 @@ class UsageSink:
                 log.warning("malformed usage event at %s[%d]@%d", record.topic, record.partition, record.offset)
                 await self._publisher.publish(self._dlq, record.value or b"", key=record.key,
                                               headers=dead_letter_headers(record, "schema_invalid", str(exc)))
+                metrics.DEAD_LETTERS.labels(self._dlq, "schema_invalid").inc()
                 continue
             rows.append(StoredUsage(event, record.partition, record.offset, record.topic))
         return rows

@@ -26,6 +26,7 @@ def cli_env(settings, **extra: str) -> dict[str, str]:  # noqa: ANN001
         "PIPELINE_TOPIC_REPLIES": settings.topic_replies,
         "PIPELINE_KAFKA_FETCH_MAX_WAIT_MS": "100",
         "PIPELINE_LOG_LEVEL": "WARNING",
+        "PIPELINE_HTTP_PORT": "0",
         **extra,
     })
     return env

@@ -40,6 +40,7 @@ def worker_env(settings, redis_url: str, **extra: str) -> dict[str, str]:  # noq
         "PIPELINE_IDEMPOTENCY_LEASE_S": "3",
         "PIPELINE_COMMIT_INTERVAL_S": "0.5",
         "PIPELINE_LOG_LEVEL": "WARNING",
+        "PIPELINE_HTTP_PORT": "0",
         **extra,
     })
     return env

@@ -225,3 +225,4 @@ async def test_api_keys_never_leave_the_process(settings, start_worker, sim, sim
     for blob in [r.value for r in records] + [u.value for u in usage] + [repr(rows).encode(),
                                                                          caplog.text.encode()]:
         assert secret.encode() not in blob and b"TOPSECRET" not in blob
+    assert "please handle auth-ok" not in caplog.text  # no prompt text in logs either

@@ -90,7 +90,8 @@ def sink_env(settings, clickhouse_url: str, **extra: str) -> dict[str, str]:  # 
         "PIPELINE_USAGE_CONSUMER_GROUP": settings.usage_consumer_group,
         "PIPELINE_CONSUMER_GROUP": settings.consumer_group, "PIPELINE_CONFIG_DIR": str(settings.config_dir),
         "PIPELINE_KAFKA_FETCH_MAX_WAIT_MS": "100", "PIPELINE_USAGE_FLUSH_INTERVAL_S": "0.3",
-        "PIPELINE_USAGE_BATCH_SIZE": "100", "PIPELINE_LOG_LEVEL": "INFO", **extra,
+        "PIPELINE_USAGE_BATCH_SIZE": "100", "PIPELINE_LOG_LEVEL": "INFO", "PIPELINE_LOG_FORMAT": "text",
+        "PIPELINE_HTTP_PORT": "0", **extra,
     })
     return env
 
