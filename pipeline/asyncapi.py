@@ -132,8 +132,8 @@ def _channels(s: Settings) -> list[_Channel]:
             summary="Upstream services publish one JSON CompletionRequest per record; the worker answers each one.",
             description="\n".join(
                 [
-                    f"Publish a JSON `CompletionRequest` (UTF-8, at most {s.max_message_bytes} bytes) to "
-                    f"`{s.topic_requests}`. Consumed by the consumer group `{s.consumer_group}`.",
+                    (f"Publish a JSON `CompletionRequest` (UTF-8, at most {s.max_message_bytes} bytes) to "
+                    f"`{s.topic_requests}`. Consumed by the consumer group `{s.consumer_group}`."),
                     "",
                     _bullets(
                         "**Required**: `request_id` (your id, 1-256 chars), `task_type` (selects the route), "
@@ -178,9 +178,9 @@ def _channels(s: Settings) -> list[_Channel]:
             summary="One CompletionReply per request, status `ok` with `content` or `error` with `error.code`.",
             description="\n".join(
                 [
-                    f"The default reply topic. A request whose `reply_to` matches {replies_pattern} is "
+                    (f"The default reply topic. A request whose `reply_to` matches {replies_pattern} is "
                     "answered there instead (e.g. a per-client reply topic); one whose `reply_to` does not "
-                    f"match gets a `{ErrorCode.REPLY_TOPIC_NOT_ALLOWED.value}` error here.",
+                    f"match gets a `{ErrorCode.REPLY_TOPIC_NOT_ALLOWED.value}` error here."),
                     "",
                     _bullets(
                         "**Key**: the request's key (its request_id when it had none).",
@@ -351,15 +351,15 @@ def _default_settings() -> Settings:
 def _info_description(s: Settings) -> str:
     return "\n".join(
         [
-            "Event API of the LLM request pipeline. Upstream services publish a JSON `CompletionRequest` "
+            ("Event API of the LLM request pipeline. Upstream services publish a JSON `CompletionRequest` "
             f"to `{s.topic_requests}`; a worker routes it to a model, calls it (with fallbacks), and publishes "
             f"one `CompletionReply` to the request's `reply_to` or `{s.topic_replies}`, plus one `UsageEvent` "
-            f"per provider call to `{s.topic_usage}`.",
+            f"per provider call to `{s.topic_usage}`."),
             "",
-            f"Payloads are JSON (UTF-8), wire contract v{SCHEMA_VERSION}; the same JSON Schemas are in "
+            (f"Payloads are JSON (UTF-8), wire contract v{SCHEMA_VERSION}; the same JSON Schemas are in "
             "`schemas/*.schema.json`. Channels are described from the worker's side: `receive` = you "
             "publish, `send` = you read. Topic names are the defaults (`PIPELINE_TOPIC_*` changes them). "
-            "Producer guide: `docs/producers.md`.",
+            "Producer guide: `docs/producers.md`."),
         ]
     )
 
@@ -417,7 +417,7 @@ class _DocsHandler(BaseHTTPRequestHandler):
         self._html, self._document = html, document
         super().__init__(*args, **kwargs)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path in ("/", "/index.html"):
             self._send(self._html, "text/html; charset=utf-8")
@@ -433,7 +433,7 @@ class _DocsHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("docs: " + format, *args)
 
 

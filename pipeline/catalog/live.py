@@ -18,6 +18,7 @@ from pipeline.catalog import (
     ConfigError,
     load_catalog,
 )
+from pipeline.observability.metrics import CONFIG_RELOADS
 
 log = logging.getLogger(__name__)
 
