@@ -361,6 +361,34 @@ def demo(
 
 
 @app.command()
+def docs(
+    write: Annotated[bool, typer.Option("--write", help="Regenerate schemas/asyncapi.json and exit.")] = False,
+    check: Annotated[bool, typer.Option(help="Fail if schemas/asyncapi.json differs from the code.")] = False,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> None:
+    """Serve the AsyncAPI document of every topic the worker reads and writes.
+
+    Generated from the code with FastStream; the committed copy is schemas/asyncapi.json. The
+    page's viewer loads its script from a CDN; /asyncapi.json works offline.
+
+    Example: pipeline docs --port 8000   (then open http://127.0.0.1:8000)
+    """
+    from pipeline.asyncapi import asyncapi_drifted, serve_docs, write_asyncapi
+
+    if check:
+        if asyncapi_drifted():
+            err.print("[red]schemas/asyncapi.json is out of date[/red] (run: pipeline docs --write)")
+            raise typer.Exit(1)
+        console.print("asyncapi.json up to date")
+        return
+    if write:
+        console.print(f"wrote {write_asyncapi()}")
+        return
+    serve_docs(host, port)
+
+
+@app.command()
 def schemas(
     out: Annotated[Path, typer.Option(help="Directory of the generated JSON Schemas.")] = Path("schemas"),
     check: Annotated[bool, typer.Option(help="Fail if the files differ from the models.")] = False,

@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.transport.kafka import ensure_topics, topic_partitions
-from tests.integration.kafka_helpers import encode, produce, request_doc
+from tests.integration.kafka_helpers import encode, produce, read_topic, request_doc
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 BURST = 500
@@ -97,7 +97,8 @@ async def test_sigkill_mid_burst_loses_nothing_and_pays_at_most_in_flight_twice(
     first = await start_worker_process(env, tmp_path / "worker-1.log")
     try:
         await wait_for_calls(sim, 150, first)
-        await asyncio.sleep(1.0)  # some calls finished and replied, many still in flight
+        # Kill once some requests were answered while many are still in flight.
+        await read_topic(settings.kafka_bootstrap_servers, settings.topic_replies, count=30, timeout_s=60)
         first.send_signal(signal.SIGKILL)
         killed_at = time.time()
         await first.wait()
