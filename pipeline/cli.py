@@ -361,6 +361,30 @@ def demo(
 
 
 @app.command()
+def check() -> None:
+    """Validate the config and reach Kafka, ClickHouse, Redis and every provider endpoint.
+
+    Prints a table of what is OK and what is not; exit 1 if anything is not.
+
+    Example: KAFKA_BOOTSTRAP_SERVERS=kafka:9092 CLICKHOUSE_URL=http://ch:8123 pipeline check
+    """
+    from rich.table import Table as RichTable
+
+    from pipeline.checks import run_checks
+
+    settings = _settings()
+    with console.status("checking configuration, Kafka, ClickHouse, Redis and providers..."):
+        results = asyncio.run(run_checks(settings))
+    table = RichTable(title="pipeline check")
+    for column in ("check", "status", "detail"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(r.name, "[green]OK[/green]" if r.ok else "[red]FAIL[/red]", r.detail)
+    console.print(table)
+    raise typer.Exit(0 if all(r.ok for r in results) else 1)
+
+
+@app.command()
 def docs(
     write: Annotated[bool, typer.Option("--write", help="Regenerate schemas/asyncapi.json and exit.")] = False,
     check: Annotated[bool, typer.Option(help="Fail if schemas/asyncapi.json differs from the code.")] = False,

@@ -49,6 +49,7 @@ class _Assignments(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._sink._flush_for_revoke(set(revoked))
+        self._sink._checked -= set(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self._sink._lock:  # no flush while we learn what is already stored
@@ -83,6 +84,7 @@ class UsageSink:
         # The batch being inserted: a retry re-sends exactly these rows under the same token.
         self._pending: tuple[list[SourceRecord], list[StoredUsage]] | None = None
         self._stored_up_to: dict[int, int] = {}  # partition -> first offset not yet in ClickHouse
+        self._checked: set[TopicPartition] = set()  # partitions whose stored offsets are known
         self._retry_at = 0.0
         self._backoff_s = backoff_initial_s
         self._task: asyncio.Task[None] | None = None
@@ -117,6 +119,9 @@ class UsageSink:
 
     async def _run(self) -> None:
         while not self._stopping:
+            if self._consumer.assignment() - self._checked:
+                await asyncio.sleep(0.05)  # no record is used before we know what is already stored
+                continue
             room = self._batch_size - len(self._buffer)
             try:
                 batch = await self._consumer.getmany(timeout_ms=100, max_records=max(1, room))
@@ -227,6 +232,7 @@ class UsageSink:
             )
         except Exception as exc:  # ClickHouse down: the dedup token and FINAL still hold
             log.warning("cannot read stored usage offsets (%s); relying on insert deduplication", exc)
+            self._checked |= assigned
             return
         for partition, offset in stored:
             tp = TopicPartition(self._topic, int(partition))
@@ -235,3 +241,4 @@ class UsageSink:
                 # the consumer's own position reset to the committed offset).
                 self._stored_up_to[tp.partition] = int(offset) + 1
                 log.info("usage %s: offsets below %d are already stored", tp, int(offset) + 1)
+        self._checked |= assigned

@@ -133,3 +133,18 @@ async def test_models_shows_health_and_checks_every_deployment(settings, sim, tm
     lines = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
     assert "ok" in lines["fine"].split("│")[-2] and "ready" in lines["fine"]
     assert "auth_error" in lines["locked"]
+
+
+async def test_check_reports_each_dependency(settings, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "models.yaml").write_text(
+        "models:\n  sim: {litellm_model: openai/gpt-4o-mini, api_base: '${PIPELINE_SIMULATOR_URL}/v1'}\n")
+    (cfg / "routing.yaml").write_text("default: {candidates: [sim]}\n")
+    env = cli_env(settings, PIPELINE_CONFIG_DIR=str(cfg), CLICKHOUSE_URL=f"chdb://{tmp_path / 'ch'}",
+                  PIPELINE_SIMULATOR_URL=os.environ["PIPELINE_SIMULATOR_URL"])
+    code, out, err = await run_cli("check", env=env, timeout=90)
+    assert code == 0, out + err
+    assert all(name in out for name in ("config", "kafka", "clickhouse", "redis", "provider openai"))
+    code, out, _ = await run_cli("check", env={**env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, timeout=90)
+    assert code == 1 and "FAIL" in out
