@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = Field("json", description="json (one object per line) or text.")
     log_prompts: bool = Field(False, description="Debug only: include prompt text in logs.")
+    tracing: bool = Field(False, description="OpenTelemetry spans (needs the `tracing` extra).")
     http_host: str = "0.0.0.0"
     http_port: int | None = Field(9464, description="/metrics, /healthz, /readyz; 0 picks a free port, unset disables.")
 

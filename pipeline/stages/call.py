@@ -22,6 +22,7 @@ from typing import Protocol
 from pipeline.catalog import ModelSpec
 from pipeline.catalog.resilience import Deployment
 from pipeline.contracts import CompletionRequest, SkipReason
+from pipeline.observability import tracing
 from pipeline.stages.budget import BudgetRefusal, Reservation
 from pipeline.stages.cost import call_cost
 from pipeline.stages.deployments import DeploymentPool, Unavailable
@@ -158,10 +159,15 @@ async def _attempt(
     if ctx.pool is not None:
         ctx.pool.started(deployment)
     try:
-        response = await ctx.provider.complete(deployment, request, timeout_s=timeout_s)
-        cost = call_cost(spec, response.prompt_tokens, response.completion_tokens, deployment.litellm_model)
-    except ProviderError as exc:
-        error = exc
+        with tracing.attempt_span({"llm.model": spec.name, "llm.deployment": deployment.name,
+                                   "llm.attempt": number, "llm.request_id": request.request_id}) as span:
+            try:
+                response = await ctx.provider.complete(deployment, request, timeout_s=timeout_s)
+                cost = call_cost(spec, response.prompt_tokens, response.completion_tokens, deployment.litellm_model)
+            except ProviderError as exc:
+                error = exc
+                if span is not None:
+                    span.set_attribute("llm.error_code", exc.code.value)
     finally:  # settle and record even when cancelled, so neither a reservation nor a slot leaks
         latency = (time.perf_counter() - t0) * 1000
         if ctx.spend is not None and reservation is not None:

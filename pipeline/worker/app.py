@@ -14,7 +14,7 @@ from faststream.kafka import KafkaBroker
 
 from pipeline.catalog import Catalog
 from pipeline.catalog.live import LiveCatalog
-from pipeline.observability import metrics
+from pipeline.observability import metrics, tracing
 from pipeline.observability.http import HealthServer
 from pipeline.settings import Settings
 from pipeline.stages.budget import BudgetGuard
@@ -65,6 +65,8 @@ class Worker:
                 pipeline_topics(self.settings),
                 partitions=self.settings.topic_partitions,
             )
+        if self.settings.tracing and not tracing.enable():
+            log.warning("PIPELINE_TRACING is set but OpenTelemetry is not installed (pip install llm-pipeline[tracing])")
         await self._prepare_clickhouse()
         await self.broker.start()
         if self.live_catalog is not None and self.settings.config_reload_interval_s > 0:

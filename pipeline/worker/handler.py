@@ -23,7 +23,7 @@ from pipeline.contracts import (
     ErrorCode,
     SkipReason,
 )
-from pipeline.observability import metrics
+from pipeline.observability import metrics, tracing
 from pipeline.settings import Settings
 from pipeline.stages.budget import BudgetAlert as BudgetAlertCrossing
 from pipeline.stages.budget import BudgetGuard, BudgetRefusal, Reservation
@@ -121,6 +121,11 @@ class RequestHandler:
 
     async def handle(self, record: SourceRecord) -> None:
         """Never raises for bad input or provider failure: those become replies and DLQ records."""
+        with tracing.request_span(record.headers, {"messaging.kafka.partition": record.partition,
+                                                   "messaging.kafka.offset": record.offset}):
+            await self._handle(record)
+
+    async def _handle(self, record: SourceRecord) -> None:
         started = time.perf_counter()
         checked = validate_request(
             record.value,
@@ -258,7 +263,7 @@ class RequestHandler:
                     self._settings.topic_usage,
                     event.model_dump_json().encode(),
                     key=request.request_id.encode(),
-                    headers={CORRELATION_HEADER: request.request_id},
+                    headers=tracing.inject({CORRELATION_HEADER: request.request_id}),
                 )
                 for event in events
             )
@@ -305,5 +310,5 @@ class RequestHandler:
             reply_to or self._settings.topic_replies,
             value,
             key=record.key if record.key is not None else request_id.encode(),
-            headers={CORRELATION_HEADER: request_id},
+            headers=tracing.inject({CORRELATION_HEADER: request_id}),
         )
