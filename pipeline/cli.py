@@ -9,7 +9,7 @@ import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -36,6 +36,17 @@ def _settings(*, service: bool = False) -> Settings:
     return settings
 
 
+def _catalog_or_exit(settings: Settings) -> Any:
+    """Load the config or stop with exit code 2 and a message naming file, entry and problem."""
+    from pipeline.catalog import ConfigError, load_catalog
+
+    try:
+        return load_catalog(settings.config_dir)
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 async def _until_signalled() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -53,15 +64,10 @@ def run(
 
     Example: KAFKA_BOOTSTRAP_SERVERS=kafka:9092 CLICKHOUSE_URL=http://ch:8123 pipeline run
     """
-    from pipeline.catalog import ConfigError, load_catalog
     from pipeline.worker.app import create_worker
 
     settings = _settings(service=True)
-    try:
-        catalog = load_catalog(settings.config_dir)
-    except ConfigError as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    catalog = _catalog_or_exit(settings)
 
     async def main() -> None:
         worker = create_worker(settings, catalog=catalog, with_requests=requests, with_sink=sink, reload_config=True)
@@ -181,18 +187,13 @@ def route(
 
     from rich.table import Table as RichTable
 
-    from pipeline.catalog import ConfigError, load_catalog
     from pipeline.contracts import CompletionRequest
     from pipeline.stages.budget import budget_lines
     from pipeline.stages.route import RouteRefusal, plan_route
     from pipeline.state.budget import ledger_from_settings
 
     settings = _settings()
-    try:
-        catalog = load_catalog(settings.config_dir)
-    except ConfigError as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    catalog = _catalog_or_exit(settings)
     text = message if message is not None else " ".join(["word"] * max(1, tokens))
     request = CompletionRequest(request_id="route-preview", task_type=task_type, tenant=tenant, model=model,
                                 max_tokens=max_tokens, max_cost_usd=max_cost_usd,
@@ -244,15 +245,10 @@ def models(
     """
     from rich.table import Table as RichTable
 
-    from pipeline.catalog import ConfigError, load_catalog
     from pipeline.state.health import health_from_settings
 
     settings = _settings()
-    try:
-        catalog = load_catalog(settings.config_dir)
-    except ConfigError as exc:
-        err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    catalog = _catalog_or_exit(settings)
     deployments = [(spec, d) for spec in catalog.models.values() for d in spec.deployments]
     names = [d.name for _, d in deployments]
 

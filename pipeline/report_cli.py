@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
@@ -15,17 +13,12 @@ from pipeline.catalog.budgets import CostControls
 from pipeline.report_html import charts_for, write_html
 from pipeline.reports import DEFAULT_REPORT, REPORTS, ReportOptions, Table
 from pipeline.transport.clickhouse import ClickHouseUsageStore
+from pipeline.ui import plain_value as _plain
 from pipeline.ui import print_table
 
 FORMATS = ("table", "json", "csv")
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return float(value)
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
 
 
 def _print_many(console: Console, tables: dict[str, Table], fmt: str) -> None:

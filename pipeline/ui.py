@@ -14,7 +14,8 @@ from rich.table import Table as RichTable
 from pipeline.reports import Table
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """A JSON- and CSV-friendly form of a ClickHouse value (Decimal, datetime)."""
     if isinstance(value, Decimal):
         return float(value)
     if hasattr(value, "isoformat"):
@@ -30,12 +31,12 @@ def _cell(value: Any) -> str:
 
 def print_table(console: Console, table: Table, fmt: str = "table") -> None:
     if fmt == "json":
-        console.print_json(json.dumps([dict(zip(table.columns, map(_plain, row))) for row in table.rows]))
+        console.print_json(json.dumps([dict(zip(table.columns, map(plain_value, row))) for row in table.rows]))
     elif fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(table.columns)
-        writer.writerows([[_plain(v) for v in row] for row in table.rows])
+        writer.writerows([[plain_value(v) for v in row] for row in table.rows])
         console.out(buffer.getvalue(), end="")
     elif fmt == "table":
         rich_table = RichTable(title=table.title)

@@ -121,10 +121,11 @@ class ClickHouseUsageStore:
                 time.sleep(0.1)
 
     def _held_elsewhere(self, exc: Exception) -> bool:
-        """chDB reports a lock held by another process only as a generic open failure, so look
-        for the engine's lock file in an existing data directory."""
+        """chDB reports a directory held by another process only as a generic open failure. An
+        existing data directory that will not open is taken as held (the lock is brief: wait);
+        anything else (no directory can be made there) fails at once."""
         path = Path(self.url.removeprefix("chdb://").split("?", 1)[0])
-        return "Unable to open the chdb engine" in str(exc) and (path / "status").is_file()
+        return "Unable to open the chdb engine" in str(exc) and path.is_dir()
 
     @contextmanager
     def _session(self) -> Iterator[Any]:
