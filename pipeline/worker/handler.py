@@ -145,7 +145,8 @@ class RequestHandler:
             return
         renewer = asyncio.create_task(self._renew_lease(checked.request_id, owner))
         try:
-            value = encode_reply(await self._serve_with_retries(record, checked, started))
+            reply = await self._serve_with_retries(record, checked, started)
+            value = encode_reply(reply)
             # Stored before it is published: a crash in between re-sends these same bytes on redelivery.
             await self._processed.complete(checked.request_id, owner, value)
         except BaseException:
@@ -154,7 +155,7 @@ class RequestHandler:
         finally:
             renewer.cancel()
         await self._publish_reply_bytes(record, checked.reply_to, checked.request_id, value)
-        metrics.observe_reply(checked.task_type, CompletionReply.model_validate_json(value), time.perf_counter() - started)
+        metrics.observe_reply(checked.task_type, reply, time.perf_counter() - started)
 
     async def _claim(self, record: SourceRecord, request: CompletionRequest, owner: str) -> bool:
         """True when this task should process the request; False when a stored reply was re-sent."""
