@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import uuid
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -47,6 +48,22 @@ def _catalog_or_exit(settings: Settings) -> Any:
         raise typer.Exit(2) from None
 
 
+def _run_service(main: Callable[[], Coroutine[Any, Any, None]], settings: Settings) -> None:
+    """Run a long-lived service on the configured event loop (uvloop by default when installed)."""
+    factory = None
+    if settings.event_loop != "asyncio":
+        try:
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        except ImportError:
+            if settings.event_loop == "uvloop":
+                err.print("[red]PIPELINE_EVENT_LOOP=uvloop but uvloop is not installed[/red]")
+                raise typer.Exit(2) from None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+
+
 async def _until_signalled() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -74,7 +91,7 @@ def run(
         async with worker:
             await _until_signalled()
 
-    asyncio.run(main())
+    _run_service(main, settings)
 
 
 @app.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -88,6 +89,9 @@ class Settings(BaseSettings):
     log_format: str = Field("json", description="json (one object per line) or text.")
     log_prompts: bool = Field(False, description="Debug only: include prompt text in logs.")
     tracing: bool = Field(False, description="OpenTelemetry spans (needs the `tracing` extra).")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="Worker event loop; auto = uvloop when installed (less CPU per request)."
+    )
     http_host: str = "0.0.0.0"
     http_port: int | None = Field(9464, description="/metrics, /healthz, /readyz; 0 picks a free port, unset disables.")
 

@@ -38,6 +38,7 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise BrokerStartError(f"redis-server is not on PATH: {INSTALL_HINT}")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(3):  # another process may grab the port between probe and bind
             (self.port,) = free_ports(1)
             self._proc = subprocess.Popen(

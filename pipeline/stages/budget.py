@@ -39,6 +39,12 @@ class BudgetAlert:
     threshold: float
 
 
+@dataclass(frozen=True, slots=True)
+class Settled:
+    alerts: list[BudgetAlert]
+    spent: list[tuple[BudgetLine, int]]  # each line with its value (micro-USD) after settling
+
+
 def budget_lines(controls: CostControls, tenant: str, task_type: str, now: datetime) -> tuple[BudgetLine, ...]:
     day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
     scopes: list[tuple[str, str, Limits]] = [
@@ -75,9 +81,10 @@ class BudgetGuard:
             return BudgetRefusal(lines[index], spent, amount)
         return Reservation(lines, amount)
 
-    async def settle(self, reservation: Reservation, actual_usd: float, threshold: float) -> list[BudgetAlert]:
+    async def settle(self, reservation: Reservation, actual_usd: float, threshold: float) -> Settled:
         """Actual cost replaces the estimate (0 for a failed call: the reservation is released)."""
         if not reservation.lines:
-            return []
-        crossed = await self.ledger.settle(reservation.lines, to_micros(actual_usd) - reservation.amount)
-        return [BudgetAlert(line, threshold) for line in crossed]
+            return Settled([], [])
+        done = await self.ledger.settle(reservation.lines, to_micros(actual_usd) - reservation.amount)
+        return Settled([BudgetAlert(line, threshold) for line in done.crossed],
+                       list(zip(reservation.lines, done.values, strict=True)))

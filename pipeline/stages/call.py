@@ -170,11 +170,13 @@ async def _attempt(
                     span.set_attribute("llm.error_code", exc.code.value)
     finally:  # settle and record even when cancelled, so neither a reservation nor a slot leaks
         latency = (time.perf_counter() - t0) * 1000
+        bookkeeping = []  # independent round trips to shared state: run side by side
         if ctx.spend is not None and reservation is not None:
-            await ctx.spend.settle(reservation, cost)
+            bookkeeping.append(ctx.spend.settle(reservation, cost))
         if ctx.pool is not None:
             actual = (response.prompt_tokens + response.completion_tokens) if response else 0
-            await ctx.pool.finished(deployment, spec.resilience, latency, error=error,
-                                    estimated_tokens=candidate.prompt_tokens + candidate.completion_tokens,
-                                    actual_tokens=actual)
+            bookkeeping.append(ctx.pool.finished(deployment, spec.resilience, latency, error=error,
+                                                 estimated_tokens=candidate.prompt_tokens + candidate.completion_tokens,
+                                                 actual_tokens=actual))
+        await asyncio.gather(*bookkeeping)
     return AttemptResult(event_id, number, spec, started_at, latency, deployment.name, response, error, cost)

@@ -32,15 +32,24 @@ class BudgetLine:
     alert_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What settling did: the lines that crossed their alert threshold for the first time in
+    their window, and every line's value afterwards (for the remaining-budget gauge)."""
+
+    crossed: list[BudgetLine]
+    values: list[int]
+
+
 class BudgetLedger(Protocol):
     async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> tuple[int, int] | None:
         """Add `amount` to every line, or to none: returns None, or (index of the line that would
         overflow, its current value)."""
         ...
 
-    async def settle(self, lines: Sequence[BudgetLine], delta: int) -> list[BudgetLine]:
-        """Adjust a reservation by `delta` (actual - reserved); returns lines that crossed their
-        alert threshold for the first time in their window."""
+    async def settle(self, lines: Sequence[BudgetLine], delta: int) -> Settlement:
+        """Adjust a reservation by `delta` (actual - reserved), in the same round trip reading
+        the new values and which lines crossed their alert threshold."""
         ...
 
     async def values(self, keys: Sequence[str]) -> list[int]: ...
@@ -66,14 +75,15 @@ class InProcessLedger:
             self._values[line.key] = self._values.get(line.key, 0) + amount
         return None
 
-    async def settle(self, lines: Sequence[BudgetLine], delta: int) -> list[BudgetLine]:
-        crossed = []
+    async def settle(self, lines: Sequence[BudgetLine], delta: int) -> Settlement:
+        crossed, values = [], []
         for line in lines:
             value = self._values[line.key] = self._values.get(line.key, 0) + delta
+            values.append(value)
             if value >= line.alert_at and line.key not in self._alerted:
                 self._alerted.add(line.key)
                 crossed.append(line)
-        return crossed
+        return Settlement(crossed, values)
 
     async def values(self, keys: Sequence[str]) -> list[int]:
         return [self._values.get(k, 0) for k in keys]
@@ -100,15 +110,16 @@ return nil
 
 _SETTLE = """
 local delta = tonumber(ARGV[1])
-local crossed = {}
+local crossed, values = {}, {}
 for i, key in ipairs(KEYS) do
   local value = redis.call('INCRBY', key, delta)
   redis.call('EXPIRE', key, ARGV[#ARGV])
+  table.insert(values, value)
   if value >= tonumber(ARGV[i + 1]) then
     if redis.call('SET', key .. ':alerted', '1', 'NX', 'EX', ARGV[#ARGV]) then table.insert(crossed, i) end
   end
 end
-return crossed
+return {crossed, values}
 """
 
 _RESTORE = """
@@ -139,11 +150,11 @@ class RedisLedger:
             return None
         return int(result[0]) - 1, int(result[1])
 
-    async def settle(self, lines: Sequence[BudgetLine], delta: int) -> list[BudgetLine]:
-        crossed = await self._settle(
+    async def settle(self, lines: Sequence[BudgetLine], delta: int) -> Settlement:
+        crossed, values = await self._settle(
             keys=[self._key(l.key) for l in lines], args=[delta, *(l.alert_at for l in lines), WINDOW_TTL_S]
         )
-        return [lines[int(i) - 1] for i in crossed or []]
+        return Settlement([lines[int(i) - 1] for i in crossed or []], [int(v) for v in values])
 
     async def values(self, keys: Sequence[str]) -> list[int]:
         raw = await self._redis.mget([self._key(k) for k in keys]) if keys else []

@@ -36,6 +36,7 @@ __all__ = [
 
 STATS_SIZE = 200  # outcomes kept per deployment
 STATS_WINDOW_S = 300.0  # ... and only those of the last five minutes count
+COOLDOWN_VIEW_S = 0.25  # how stale a worker's view of cooldowns started elsewhere may be
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +216,7 @@ class RedisHealth(RedisRateLimits):
         stats_window_s: float = STATS_WINDOW_S,
         max_connections: int = 100,
         client: Any = None,
+        cooldown_view_s: float = COOLDOWN_VIEW_S,
     ) -> None:
         if client is None:
             client = connect(url, max_connections=max_connections)
@@ -223,6 +225,9 @@ class RedisHealth(RedisRateLimits):
         self._stats_window_ms = _ms(stats_window_s)
         self._fail = client.register_script(_FAIL)
         self._outcome = client.register_script(_OUTCOME)
+        # deployment -> (monotonic time read, monotonic end of its cooldown or 0.0)
+        self._cooldown_view: dict[str, tuple[float, float]] = {}
+        self._cooldown_view_s = cooldown_view_s
 
     def _key(self, kind: str, deployment: str) -> str:
         return f"{self._ns}:health:{kind}:{deployment}"
@@ -231,22 +236,34 @@ class RedisHealth(RedisRateLimits):
         _check_failure(deployment, allowed_fails, window_s, cooldown_s)
         keys = [self._key("fails", deployment), self._key("cooldown", deployment)]
         started = await self._fail(keys=keys, args=[allowed_fails, _ms(window_s), _ms(cooldown_s), uuid.uuid4().hex])
+        if int(started):
+            now = time.monotonic()
+            self._cooldown_view[deployment] = (now, now + cooldown_s)
         return bool(int(started))
 
     async def record_success(self, deployment: str) -> None:
         return None
 
     async def cooling_down(self, deployments: Sequence[str]) -> dict[str, float]:
-        if not deployments:
-            return {}
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for d in deployments:
-                pipe.pttl(self._key("cooldown", d))
-            ttls = await pipe.execute()
-        return {d: int(ms) / 1000 for d, ms in zip(deployments, ttls) if int(ms) > 0}
+        """Read through a view at most `cooldown_view_s` old: one round trip per deployment and
+        view period instead of one per request. A cooldown this worker starts is seen at once,
+        one started by another worker within the view period."""
+        now = time.monotonic()
+        view = self._cooldown_view
+        stale = [d for d in deployments if (seen := view.get(d)) is None or now - seen[0] > self._cooldown_view_s]
+        if stale:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for d in stale:
+                    pipe.pttl(self._key("cooldown", d))
+                ttls = await pipe.execute()
+            now = time.monotonic()
+            for d, ms in zip(stale, ttls):
+                view[d] = (now, now + int(ms) / 1000 if int(ms) > 0 else 0.0)
+        return {d: until - now for d in deployments if (until := view[d][1]) > now}
 
     async def clear(self, deployment: str) -> None:
         await self._redis.delete(self._key("fails", deployment), self._key("cooldown", deployment))
+        self._cooldown_view.pop(deployment, None)
 
     async def record_outcome(self, deployment: str, ok: bool, latency_ms: float) -> None:
         args = [1 if ok else 0, repr(float(latency_ms)), self._stats_size, self._stats_window_ms]

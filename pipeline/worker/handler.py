@@ -10,7 +10,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC
 
 from pipeline.catalog import Catalog
@@ -22,6 +23,7 @@ from pipeline.contracts import (
     DeadLetterHeader,
     ErrorCode,
     SkipReason,
+    UsageEvent,
 )
 from pipeline.observability import metrics, tracing
 from pipeline.settings import Settings
@@ -34,6 +36,7 @@ from pipeline.stages.route import Candidate, RoutePlan, RouteRefusal, plan_route
 from pipeline.stages.validate import Rejection, validate_request
 from pipeline.state import ProcessedStore
 from pipeline.transport.llm import ProviderClient
+from pipeline.worker.outcome import StoredOutcome, source_of
 from pipeline.worker.records import Publisher, SourceRecord, dead_letter_headers
 
 log = logging.getLogger(__name__)
@@ -85,16 +88,28 @@ class _RequestSpend:
         )
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
-        for alert in await self._guard.settle(reservation, actual_usd, self._controls.alert_threshold):
-            await self._handler.publish_alert(alert)
-        spent = await self._guard.ledger.values([line.key for line in reservation.lines])
-        for line, used in zip(reservation.lines, spent, strict=True):
+        settled = await self._guard.settle(reservation, actual_usd, self._controls.alert_threshold)
+        for line, used in settled.spent:
             name, window = line.name, line.key.rsplit(":", 1)[-1]
             metrics.BUDGET_REMAINING.labels(name, window).set((line.limit - used) / 1e6)
+        for alert in settled.alerts:
+            await self._handler.publish_alert(alert)
 
 
 def encode_reply(reply: CompletionReply) -> bytes:
     return reply.model_dump_json().encode()
+
+
+def encode_usage(event: UsageEvent) -> bytes:
+    return event.model_dump_json().encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A request's reply and the usage events still to publish with it."""
+
+    reply: CompletionReply
+    usage: list[UsageEvent] = field(default_factory=list)
 
 
 class RequestHandler:
@@ -136,26 +151,38 @@ class RequestHandler:
             await self._reject(record, checked)
             return
         if self._processed is None:
-            reply = await self._serve_with_retries(record, checked, started)
-            await self._publish_reply_bytes(record, checked.reply_to, checked.request_id, encode_reply(reply))
-            metrics.observe_reply(checked.task_type, reply, time.perf_counter() - started)
+            # No store to replay from: usage is acknowledged before the reply goes out.
+            served = await self._serve_with_retries(record, checked, started)
+            await self._publish_usage(checked, served.usage)
+            await self._publish_reply_bytes(record, checked.reply_to, checked.request_id, encode_reply(served.reply))
+            metrics.observe_reply(checked.task_type, served.reply, time.perf_counter() - started)
             return
         owner = f"{self._owner_prefix}:{record.partition}:{record.offset}"
         if not await self._claim(record, checked, owner):
             return
         renewer = asyncio.create_task(self._renew_lease(checked.request_id, owner))
         try:
-            reply = await self._serve_with_retries(record, checked, started)
-            value = encode_reply(reply)
-            # Stored before it is published: a crash in between re-sends these same bytes on redelivery.
-            await self._processed.complete(checked.request_id, owner, value)
+            served = await self._serve_with_retries(record, checked, started)
+            stored = StoredOutcome(encode_reply(served.reply), tuple(encode_usage(e) for e in served.usage),
+                                   source_of(record.topic, record.partition, record.offset))
+            try:
+                # Stored before anything is published: a crash in between re-sends these same bytes
+                # on redelivery (see pipeline/worker/outcome.py).
+                await self._processed.complete(checked.request_id, owner, stored.pack())
+            except BaseException:
+                await self._publish_usage(checked, served.usage)  # the calls happened: record them anyway
+                raise
         except BaseException:
             await self._processed.release(checked.request_id, owner)  # a redelivery may try again
             raise
         finally:
             renewer.cancel()
-        await self._publish_reply_bytes(record, checked.reply_to, checked.request_id, value)
-        metrics.observe_reply(checked.task_type, reply, time.perf_counter() - started)
+        await asyncio.gather(
+            self._publish_usage_bytes(checked.request_id, stored.usage),
+            self._publish_reply_bytes(record, checked.reply_to, checked.request_id, stored.reply),
+        )
+        metrics.observe_attempts(served.usage)
+        metrics.observe_reply(checked.task_type, served.reply, time.perf_counter() - started)
 
     async def _claim(self, record: SourceRecord, request: CompletionRequest, owner: str) -> bool:
         """True when this task should process the request; False when a stored reply was re-sent."""
@@ -163,8 +190,12 @@ class RequestHandler:
         while True:
             claim = await self._processed.claim(request.request_id, owner, self._settings.idempotency_lease_s)
             if claim.reply is not None:
+                stored = StoredOutcome.unpack(claim.reply)
                 log.info("request %s was already answered; re-publishing the stored reply", request.request_id)
-                await self._publish_reply_bytes(record, request.reply_to, request.request_id, claim.reply)
+                if stored.source == source_of(record.topic, record.partition, record.offset):
+                    # Our own record again: its usage may not have been acknowledged before a crash.
+                    await self._publish_usage_bytes(request.request_id, stored.usage)
+                await self._publish_reply_bytes(record, request.reply_to, request.request_id, stored.reply)
                 return False
             if claim.acquired:
                 return True
@@ -178,9 +209,7 @@ class RequestHandler:
             await asyncio.sleep(period)
             await self._processed.renew(request_id, owner, self._settings.idempotency_lease_s)
 
-    async def _serve_with_retries(
-        self, record: SourceRecord, request: CompletionRequest, started: float
-    ) -> CompletionReply:
+    async def _serve_with_retries(self, record: SourceRecord, request: CompletionRequest, started: float) -> Served:
         """A request whose handling raises is retried with backoff, then dead-lettered (error reply)."""
         attempts = self._settings.poison_max_attempts
         for attempt in range(1, attempts + 1):
@@ -194,25 +223,29 @@ class RequestHandler:
                     continue
                 await self._dead_letter(record, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}",
                                         request.request_id, attempts=attempts)
-                return error_reply(request.request_id, ErrorCode.INTERNAL_ERROR,
-                                   f"internal error after {attempts} attempts; the request was dead-lettered",
-                                   metadata=request.metadata)
+                return Served(error_reply(request.request_id, ErrorCode.INTERNAL_ERROR,
+                                          f"internal error after {attempts} attempts; the request was dead-lettered",
+                                          metadata=request.metadata))
         raise AssertionError("unreachable")
 
-    async def _serve(self, record: SourceRecord, request: CompletionRequest, started: float) -> CompletionReply:
-        """Route and call; usage events are acknowledged before the reply is returned for publishing."""
+    async def _serve(self, record: SourceRecord, request: CompletionRequest, started: float) -> Served:
+        """Route and call; returns the reply with the usage events of its last round, unpublished."""
         catalog = self._catalog()  # one snapshot for the whole request
         plan = plan_route(request, catalog, default_completion_tokens=self._settings.estimate_completion_tokens)
         if isinstance(plan, RouteRefusal):
-            return error_reply(
+            return Served(error_reply(
                 request.request_id, plan.code, plan.detail, metadata=request.metadata,
                 routing=routing_info(RoutePlan((), plan.skipped), CallOutcome()),
-            )
+            ))
         spend = _RequestSpend(self, catalog, request) if self._budget is not None else None
         ctx = CallContext(self._provider, self._settings.provider_timeout_s, self._pool, spend,
                           request_deadline(request, record.timestamp_ms))
-        outcome = await self._call(request, plan, ctx)
-        reply = build_reply(request, plan, outcome, (time.perf_counter() - started) * 1000)
+        outcome, usage = await self._call(request, plan, ctx)
+        try:
+            reply = build_reply(request, plan, outcome, (time.perf_counter() - started) * 1000)
+        except BaseException:
+            await self._publish_usage(request, usage)  # the calls happened: record them before failing
+            raise
         log.info(
             "request %s task_type=%s tenant=%s -> %s model=%s attempts=%d cost_usd=%.6f",
             request.request_id, request.task_type, request.tenant, reply.status.value, reply.model,
@@ -221,10 +254,15 @@ class RequestHandler:
                    "model": reply.model, "status": reply.status.value, "attempts": len(reply.attempts),
                    "cost_usd": reply.cost_usd, "error_code": reply.error.code.value if reply.error else None},
         )
-        return reply
+        return Served(reply, usage)
 
-    async def _call(self, request: CompletionRequest, plan: RoutePlan, ctx: CallContext) -> CallOutcome:
+    async def _call(
+        self, request: CompletionRequest, plan: RoutePlan, ctx: CallContext
+    ) -> tuple[CallOutcome, list[UsageEvent]]:
         """The fallback chain; when every candidate is rate-limited or cooling down, wait and go round again.
+
+        Usage of a round that goes round again is published at once; the last round's is returned,
+        to go out with the reply.
 
         Waiting holds this request's in-flight slot, so a rate-limited fleet of providers fills
         the partition windows and the intake pauses: back-pressure instead of failed requests,
@@ -240,36 +278,31 @@ class RequestHandler:
                 pause is None or round_.deadline_exceeded or waited + pause > self._settings.rate_limit_wait_max_s
                 or (remaining is not None and pause >= remaining)
             )
-            await self._publish_usage(request, plan, round_, final=not go_round)
+            events = usage_events(request, plan, round_, final=not go_round)
             outcome.attempts.extend(round_.attempts)
             outcome.skipped.extend(round_.skipped)
             outcome.budget_refusal = outcome.budget_refusal or round_.budget_refusal
             outcome.deadline_exceeded = round_.deadline_exceeded
             outcome.stopped = round_.stopped
             if not go_round:
-                return outcome
+                return outcome, events
+            await self._publish_usage(request, events)
             assert pause is not None
             log.info("request %s: every candidate is rate-limited or cooling down; waiting %.1fs",
                      request.request_id, pause)
             await asyncio.sleep(pause)
             waited += pause
 
-    async def _publish_usage(
-        self, request: CompletionRequest, plan: RoutePlan, outcome: CallOutcome, *, final: bool = True
-    ) -> None:
-        events = usage_events(request, plan, outcome, final=final)
-        await asyncio.gather(
-            *(
-                self._publisher.publish(
-                    self._settings.topic_usage,
-                    event.model_dump_json().encode(),
-                    key=request.request_id.encode(),
-                    headers=tracing.inject({CORRELATION_HEADER: request.request_id}),
-                )
-                for event in events
-            )
-        )
+    async def _publish_usage(self, request: CompletionRequest, events: list[UsageEvent]) -> None:
+        await self._publish_usage_bytes(request.request_id, [encode_usage(e) for e in events])
         metrics.observe_attempts(events)
+
+    async def _publish_usage_bytes(self, request_id: str, values: Sequence[bytes]) -> None:
+        await asyncio.gather(*(
+            self._publisher.publish(self._settings.topic_usage, value, key=request_id.encode(),
+                                    headers=tracing.inject({CORRELATION_HEADER: request_id}))
+            for value in values
+        ))
 
     async def publish_alert(self, alert: BudgetAlertCrossing) -> None:
         """One alert per budget window (the ledger guarantees once), to the alerts topic and the log."""

@@ -8,7 +8,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pipeline.state.budget import BudgetLedger, BudgetLine, InProcessLedger, RedisLedger
+from pipeline.state.budget import (
+    BudgetLedger,
+    BudgetLine,
+    InProcessLedger,
+    RedisLedger,
+    Settlement,
+)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -50,12 +56,13 @@ async def test_settle_adjusts_and_alerts_once(ledgers) -> None:  # noqa: ANN001
     ledger, other = ledgers
     budget = line("tenant=c:daily:d", 1000, alert_at=500)
     assert await ledger.reserve([budget], 400) is None
-    assert await ledger.settle([budget], -400) == []  # released
+    assert (await ledger.settle([budget], -400)).crossed == []  # released
     assert await ledger.values([budget.key]) == [0]
     assert await ledger.reserve([budget], 100) is None
-    assert await ledger.settle([budget], 500) == [budget]  # actual 600 >= 500: alert
+    settled = await ledger.settle([budget], 500)
+    assert settled.crossed == [budget] and settled.values == [600]  # actual 600 >= 500: alert
     assert await ledger.reserve([budget], 10) is None
-    assert await other.settle([budget], 0) == []  # once per window, across handles
+    assert await other.settle([budget], 0) == Settlement([], [610])  # alerts once per window, across handles
     assert await ledger.values([budget.key]) == [610]
 
 

@@ -202,3 +202,20 @@ async def test_factory_picks_the_backend(redis_url: str) -> None:
     remote = health_from_settings(f" {redis_url} ", namespace=f"test-{uuid.uuid4().hex[:8]}")
     assert isinstance(remote, RedisHealth)
     await remote.close()
+
+
+async def test_a_cooldown_started_elsewhere_is_seen_within_the_view_period(redis_url: str) -> None:
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    a = RedisHealth(redis_url, namespace=namespace, cooldown_view_s=0.2)
+    b = RedisHealth(redis_url, namespace=namespace, cooldown_view_s=0.2)
+    try:
+        assert await b.cooling_down([D]) == {}  # b now holds a view of D
+        assert await a.record_failure(D, allowed_fails=1, window_s=60, cooldown_s=30) is True
+        assert D in await a.cooling_down([D])  # the worker that started it sees it at once
+        await asyncio.sleep(0.25)
+        assert 25 < (await b.cooling_down([D]))[D] <= 30  # the other within the view period
+        await b.clear(D)
+        assert await b.cooling_down([D]) == {}
+    finally:
+        await a.close()
+        await b.close()

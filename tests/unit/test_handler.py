@@ -3,12 +3,15 @@
 from pathlib import Path
 
 import orjson
+import pytest
 
 from pipeline.catalog import load_catalog
-from pipeline.contracts import CompletionReply
+from pipeline.contracts import CompletionReply, UsageEvent
 from pipeline.settings import Settings
 from pipeline.transport.llm import ProviderResponse
+from pipeline.state.processed import InProcessStore
 from pipeline.worker.handler import RequestHandler
+from pipeline.worker.outcome import StoredOutcome
 from pipeline.worker.records import SourceRecord
 
 CATALOG = load_catalog(Path(__file__).resolve().parents[2] / "config")
@@ -79,3 +82,44 @@ async def test_disallowed_reply_to_goes_to_default_topic_without_dead_letter() -
     await handler.handle(record({**REQUEST, "reply_to": "billing.commands"}))
     assert [r[0] for r in publisher.records] == ["replies"]
     assert CompletionReply.model_validate_json(publisher.records[0][1]).error.code == "reply_topic_not_allowed"
+
+
+class FailingOncePublisher(MemoryPublisher):
+    """Acknowledges nothing on `fail_topic` the first time: the worker 'dies' mid-publish."""
+
+    def __init__(self, fail_topic: str) -> None:
+        super().__init__()
+        self.fail_topic = fail_topic
+
+    async def publish(self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]) -> None:
+        if topic == self.fail_topic:
+            self.fail_topic = ""
+            raise ConnectionError("broker went away")
+        await super().publish(topic, value, key=key, headers=headers)
+
+
+async def test_with_a_store_usage_and_reply_go_out_together_and_a_redelivery_replays_lost_usage() -> None:
+    store = InProcessStore()
+    publisher = FailingOncePublisher("usage")
+    handler = RequestHandler(SETTINGS, lambda: CATALOG, Answering(), publisher, processed=store)
+    with pytest.raises(ConnectionError):
+        await handler.handle(record(REQUEST))  # the reply went out, its usage event did not
+    assert len(publisher.on("replies")) == 1 and publisher.on("usage") == []
+
+    await handler.handle(record(REQUEST))  # the same record, delivered again
+    (usage,) = [UsageEvent.model_validate_json(r[1]) for r in publisher.on("usage")]
+    first, second = (r[1] for r in publisher.on("replies"))
+    assert first == second  # the stored reply, byte for byte
+    assert usage.request_id == "r1" and usage.status == "ok"
+
+    retry = SourceRecord(topic="requests", partition=0, offset=99, value=orjson.dumps(REQUEST), key=b"k1")
+    await handler.handle(retry)  # a client retry of the same request id: reply only, no double count
+    assert len(publisher.on("usage")) == 1 and len(publisher.on("replies")) == 3
+
+
+def test_stored_outcome_round_trip_and_bare_replies() -> None:
+    outcome = StoredOutcome(b'{"reply":1}', (b'{"u":1}', b"\n\x00binary"), "requests/2/41")
+    assert StoredOutcome.unpack(outcome.pack()) == outcome
+    assert StoredOutcome.unpack(b'{"request_id":"r1"}') == StoredOutcome(b'{"request_id":"r1"}')
+    with pytest.raises(ValueError, match="header accounts"):
+        StoredOutcome.unpack(outcome.pack() + b"extra")

@@ -114,12 +114,12 @@ async def test_reserve_settle_release_and_one_alert(catalog: Catalog) -> None:
     refused = await guard.reserve(controls, "acme", "listed", 0.8)  # 2.4 > acme's 2.0 daily
     assert isinstance(refused, BudgetRefusal) and refused.line.name == "tenant acme daily"
     assert "tenant acme daily budget" in refused.describe()
-    assert await guard.settle(r2, 0.0, 0.5) == []  # a failed call releases its reservation
-    alerts = await guard.settle(r1, 1.1, 0.5)  # actual cost above the estimate: 1.1 >= 50% of 2.0
+    assert (await guard.settle(r2, 0.0, 0.5)).alerts == []  # a failed call releases its reservation
+    alerts = (await guard.settle(r1, 1.1, 0.5)).alerts  # actual cost above the estimate: 1.1 >= 50% of 2.0
     assert [a.line.name for a in alerts] == ["tenant acme daily"]
     r3 = await guard.reserve(controls, "acme", "listed", 0.1)
     assert isinstance(r3, Reservation)
-    assert await guard.settle(r3, 0.1, 0.5) == []  # the alert fires once per window
+    assert (await guard.settle(r3, 0.1, 0.5)).alerts == []  # the alert fires once per window
     assert await guard.ledger.values(["tenant=acme:daily:2026-11-23"]) == [1_200_000]
 
 
