@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from rich.markup import escape
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -108,6 +109,9 @@ class PhaseResult:
     peak_rss_mib: float
     first_error: str | None = None
     cpu_s_per_1k_by_process: dict[str, float] = field(default_factory=dict)
+    peak_rss_mib_by_process: dict[str, float] = field(default_factory=dict)
+    machine_busy: float = 0.0  # share of all cores busy during the window (everything on the box)
+    steal_s: float = 0.0  # CPU time the hypervisor took from this VM during the window (noise)
     percentiles_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -252,17 +256,23 @@ class Bench:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.set_workers(1)
 
-    def set_workers(self, n: int) -> None:
+    def set_workers(self, n: int, variant: str = "", extra_env: dict[str, str] | None = None) -> None:
+        """Scale the worker group to n; a variant (extra env) restarts every worker with it."""
+        if variant != getattr(self, "_variant", ""):
+            while self.workers:
+                self.stack.stop_proc(self.workers.pop())
+            self._variant = variant
+        env = {**self.pipeline_env, **(extra_env or {})}
         while len(self.workers) < n:
             idx = len(self.workers)
-            self.workers.append(self.stack.spawn(f"worker{idx}", [sys.executable, "-m", "pipeline.cli", "run",
-                                                                  "--no-sink"], self.pipeline_env))
+            self.workers.append(self.stack.spawn(f"worker{idx}{variant}", [sys.executable, "-m", "pipeline.cli", "run",
+                                                                           "--no-sink"], env))
             self.roles[self.workers[-1].pid] = f"worker{idx}"
         while len(self.workers) > n:
             self.stack.stop_proc(self.workers.pop())
         asyncio.run(wait_group(self.bootstrap, self.pipeline_env["PIPELINE_CONSUMER_GROUP"], n, self.args.partitions))
         pids = [w.pid for w in self.workers] + [self.sink_pid]
-        name = "pipeline" if n == 1 else f"pipeline x{n}"
+        name = ("pipeline" if n == 1 else f"pipeline x{n}") + (f" [{variant}]" if variant else "")
         self.targets[name] = self.bootstrap
         self.system_pids[name] = pids
 
@@ -285,9 +295,11 @@ class Bench:
         driver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.base_env, cwd=REPO)
         pids = self.system_pids[system] or [driver.pid]
         profiler: subprocess.Popen[bytes] | None = None
+        sink_profiler: subprocess.Popen[bytes] | None = None
         measured: dict[str, float] = {}
         t_begin = time.monotonic()
         peak = 0.0
+        peaks: dict[str, float] = {}
         assert driver.stdout is not None
         os.set_blocking(driver.stdout.fileno(), False)
         buffer = b""
@@ -297,13 +309,22 @@ class Bench:
             if b"MEASURE_START" in buffer and "start" not in measured:
                 measured["start"] = cpu_seconds(pids)
                 per_start = {self.roles.get(pid, "driver"): cpu_seconds([pid]) for pid in pids}
+                psutil.cpu_percent(interval=None)  # starts the machine-wide window
+                steal_start = getattr(psutil.cpu_times(), "steal", 0.0)
                 measured["infra_start"] = cpu_seconds(self.infra_pids) if system.startswith("pipeline") else 0.0
                 profiler = self.start_profiler(system, phase, provider_latency_ms, pids[0])
+                if system == "pipeline" and "sink" in self.args.profile:
+                    sink_profiler = self.start_profiler("sink", phase, provider_latency_ms, self.sink_pid)
             if "start" in measured and "end" not in measured:
                 peak = max(peak, rss_mib(pids))
+                for pid in pids:
+                    role = self.roles.get(pid, "driver")
+                    peaks[role] = max(peaks.get(role, 0.0), rss_mib([pid]))
             if b"MEASURE_END" in buffer and "end" not in measured:
                 measured["end"] = cpu_seconds(pids)
                 per_end = {self.roles.get(pid, "driver"): cpu_seconds([pid]) for pid in pids}
+                machine_busy = psutil.cpu_percent(interval=None) / 100
+                steal = getattr(psutil.cpu_times(), "steal", 0.0) - steal_start
                 measured["infra_end"] = cpu_seconds(self.infra_pids) if system.startswith("pipeline") else 0.0
             self.progress.update(task, completed=min(time.monotonic() - t_begin, self.args.warmup + self.args.duration))
             if driver.poll() is not None:
@@ -311,8 +332,9 @@ class Bench:
                 break
             time.sleep(0.25)
         self.progress.remove_task(task)
-        if profiler is not None:
-            profiler.wait()
+        for running in (profiler, sink_profiler):
+            if running is not None:
+                running.wait()
         if driver.returncode != 0 or "end" not in measured:
             raise RuntimeError(f"driver for {system} failed: {driver.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
         data = json.loads(buffer.splitlines()[-1])
@@ -328,17 +350,20 @@ class Bench:
             p50_ms=percentile(latencies, 50), p90_ms=percentile(latencies, 90), p99_ms=percentile(latencies, 99),
             cpu_s=cpu, cpu_s_per_1k=cpu / max(completed, 1) * 1000, infra_cpu_s_per_1k=infra / max(completed, 1) * 1000,
             peak_rss_mib=peak, first_error=data["first_error"],
+            machine_busy=machine_busy, peak_rss_mib_by_process=peaks, steal_s=steal,
             cpu_s_per_1k_by_process={role: (per_end[role] - per_start[role]) / max(completed, 1) * 1000
                                      for role in per_end},
             percentiles_ms={str(q): percentile(latencies, q) for q in (1, 5, 10, 25, 50, 75, 90, 95, 99, 99.9)},
         )
         self.results.append(result)
         self.progress.console.print(
-            f"  {label}: {result.throughput_rps:8.1f} req/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:8.2f} ms"
+            f"  {escape(label)}: {result.throughput_rps:8.1f} req/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:8.2f} ms"
             f"  cpu {result.cpu_s_per_1k:6.2f} s/1k "
             + (f"({', '.join(f'{k} {v:.2f}' for k, v in result.cpu_s_per_1k_by_process.items())}) "
                if len(result.cpu_s_per_1k_by_process) > 1 else "")
-            + f" rss {peak:6.0f} MiB" + (f"  failed {result.failed}" if result.failed else ""))
+            + f" rss {peak:6.0f} MiB "
+            + (f"({', '.join(f'{k} {v:.0f}' for k, v in peaks.items())}) " if len(peaks) > 1 else "")
+            + f" machine {machine_busy:4.0%} busy, steal {steal:.1f} s" + (f"  failed {result.failed}" if result.failed else ""))
         return result
 
     def start_profiler(self, system: str, phase: str, latency: float, pid: int) -> subprocess.Popen[bytes] | None:
@@ -365,10 +390,21 @@ class Bench:
         rate = a.rate or pace.throughput_rps / 2
         for s in systems:
             self.phase(s, "latency", 0, rate=rate)
+        for s in systems:  # a system that saturates below 2x the common rate: also at half its own
+            if s != "floor" and sat[s].throughput_rps < 1.8 * rate:
+                self.phase(s, "latency (own half)", 0, rate=sat[s].throughput_rps / 2)
         if "pipeline" in systems and a.workers >= 2:
             self.set_workers(a.workers)
             self.phase(f"pipeline x{a.workers}", "saturation", 0, concurrency=a.concurrency)
             self.set_workers(1)
+        if "pipeline" in systems:
+            for variant in a.variant:  # the same worker under other settings, in this same run
+                name, _, assignments = variant.partition(":")
+                extra = dict(kv.split("=", 1) for kv in assignments.split(",") if kv)
+                self.set_workers(1, name, extra)
+                self.phase(f"pipeline [{name}]", "saturation", 0, concurrency=a.concurrency)
+            if a.variant:
+                self.set_workers(1)
         if a.slow_latency_ms <= 0:
             return
         self.set_provider_latency(a.slow_latency_ms)
@@ -465,8 +501,13 @@ def summarise(results: list[PhaseResult], args: argparse.Namespace) -> dict[str,
         if "proxy" in lat and floor_lat:
             added_pipe = lat["pipeline"].p50_ms - floor_lat.p50_ms
             added_proxy = lat["proxy"].p50_ms - floor_lat.p50_ms
-            target("added p50 latency, pipeline - proxy (ms)", round(added_pipe - added_proxy, 2), "< 0",
-                   added_pipe < added_proxy)
+            target("added p50 latency at the same load, pipeline - proxy (ms)", round(added_pipe - added_proxy, 2),
+                   "< 0", added_pipe < added_proxy)
+        own = next((r for r in results if r.system == "proxy" and r.phase == "latency (own half)"), None)
+        if own and "pipeline" in lat and floor_lat:
+            diff = (lat["pipeline"].p50_ms - floor_lat.p50_ms) - (own.p50_ms - floor_lat.p50_ms)
+            target("added p50 latency, each at half its own saturation, pipeline - proxy (ms)", round(diff, 2),
+                   "< 0", diff < 0)
     return {"targets": targets}
 
 
@@ -478,23 +519,25 @@ def print_report(console: Any, results: list[PhaseResult], summary: dict[str, An
     floor_sat = {r.provider_latency_ms: r for r in results if r.system == "floor" and r.phase == "saturation"}
     lite_sat = {r.provider_latency_ms: r for r in results if r.system == "litellm" and r.phase == "saturation"}
     floor_lat = next((r for r in results if r.system == "floor" and r.phase == "latency"), None)
+    lite_lat = next((r for r in results if r.system == "litellm" and r.phase == "latency"), None)
     table = Table(title="Saturation (closed loop) and latency (open loop at half of 1 pipeline worker's saturation)")
     for col in ("system", "phase", "provider", "load", "req/s", "x floor", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms",
-                "CPU s/1k", "x litellm", "infra CPU s/1k", "peak RSS MiB", "failed"):
+                "+p50 vs litellm", "CPU s/1k", "x litellm", "infra CPU s/1k", "peak RSS MiB", "machine busy", "failed"):
         table.add_column(col, justify="left" if col in ("system", "phase", "load") else "right")
     for r in results:
         floor = floor_sat.get(r.provider_latency_ms)
         lite = lite_sat.get(r.provider_latency_ms)
-        added = r.phase == "latency" and floor_lat is not None
+        added = r.phase.startswith("latency") and floor_lat is not None
         table.add_row(
-            r.system, r.phase, f"{r.provider_latency_ms:g} ms", r.load, f"{r.throughput_rps:.1f}",
+            escape(r.system), r.phase, f"{r.provider_latency_ms:g} ms", r.load, f"{r.throughput_rps:.1f}",
             f"{r.throughput_rps / floor.throughput_rps:.2f}" if floor and r.phase == "saturation" else "",
             f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}",
             f"{r.p50_ms - floor_lat.p50_ms:+.2f}" if added and floor_lat else "",
             f"{r.p99_ms - floor_lat.p99_ms:+.2f}" if added and floor_lat else "",
+            f"{r.p50_ms - lite_lat.p50_ms:+.2f}" if r.phase.startswith("latency") and lite_lat else "",
             f"{r.cpu_s_per_1k:.2f}", f"{r.cpu_s_per_1k / lite.cpu_s_per_1k:.2f}" if lite else "",
             f"{r.infra_cpu_s_per_1k:.2f}" if r.system.startswith("pipeline") else "",
-            f"{r.peak_rss_mib:.0f}", str(r.failed))
+            f"{r.peak_rss_mib:.0f}", f"{r.machine_busy:.0%}", str(r.failed))
     console.print(table)
     targets = Table(title="Targets")
     for col in ("target", "value", "limit", "met"):
@@ -510,16 +553,18 @@ def plot(results: list[PhaseResult], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = [r for r in results if r.phase == "latency"]
+    series = [r for r in results if r.phase.startswith("latency")]
     qs = ["50", "75", "90", "95", "99", "99.9"]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for r in series:
-        ax.plot(qs, [r.percentiles_ms[q] for q in qs], marker="o", label=f"{r.system}")
+        label = r.system + (f" ({r.load}, half its own saturation)" if r.phase != "latency" else "")
+        ax.plot(qs, [r.percentiles_ms[q] for q in qs], marker="o", label=label)
     ax.set_yscale("log")
     ax.set_xlabel("percentile")
     ax.set_ylabel("end-to-end latency (ms, log)")
-    rate = series[0].load if series else ""
-    ax.set_title(f"Latency at the same offered load ({rate}), provider latency 0 ms")
+    rate = series[0].load.removeprefix("open:") if series else ""
+    ax.set_title(f"End-to-end latency, open loop at {rate} (half of 1 pipeline worker's saturation), provider 0 ms",
+                 fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -539,9 +584,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--systems", type=lambda v: v.split(","), default=["floor", "litellm", "pipeline", "proxy"],
                         help="comma list of floor,litellm,pipeline,proxy")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VAL,...",
+                        help="also run 1 worker at saturation with extra env, e.g. asyncio:PIPELINE_EVENT_LOOP=asyncio")
     parser.add_argument("--workers", type=int, default=2, help="pipeline workers in the scaling phase (<2: skip)")
     parser.add_argument("--profile", type=lambda v: v.split(","), default=[],
-                        help="systems to profile with py-spy during 0 ms saturation, e.g. pipeline,litellm")
+                        help="systems to profile with py-spy during 0 ms saturation, e.g. pipeline,litellm,sink")
     args = parser.parse_args()
 
     from rich.console import Console

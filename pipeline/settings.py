@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     clickhouse_database: str = Field("llm", validation_alias=_env("CLICKHOUSE_DATABASE"))
     clickhouse_user: str = Field("default", validation_alias=_env("CLICKHOUSE_USER"))
     clickhouse_password: SecretStr = Field(SecretStr(""), validation_alias=_env("CLICKHOUSE_PASSWORD"))
+    clickhouse_embedded_hold_s: float = Field(
+        5.0, ge=0, description="chDB only: keep the engine open this long across inserts (other processes "
+        "wait up to this long for it); 0 releases it after every operation.",
+    )
     usage_retention_days: int = Field(400, ge=1, description="Usage rows older than this are dropped (TTL).")
     usage_batch_size: int = 5000
     usage_flush_interval_s: float = 2.0

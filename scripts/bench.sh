@@ -9,7 +9,11 @@ cd "$(dirname "$0")/.."
 
 bash scripts/bootstrap.sh
 VENV="${PIPELINE_VENV:-.venv}"
-"$VENV/bin/python" -m pip install --quiet -e '.[dev,bench]'
+if ! "$VENV/bin/python" -c 'import psutil, matplotlib' 2>/dev/null || [ ! -x "$VENV/bin/py-spy" ]; then
+  echo "==> installing the bench extra into $VENV"
+  log="$(mktemp)"
+  "$VENV/bin/python" -m pip install --quiet -e '.[dev,bench]' >"$log" 2>&1 || { cat "$log"; exit 1; }
+fi
 "$VENV/bin/python" -m pipeline.local.apache_kafka fetch >/dev/null
 command -v redis-server >/dev/null || { echo "==> installing redis-server"; apt-get install -y -qq redis-server >/dev/null; }
 

@@ -75,7 +75,7 @@ class ClickHouseUsageStore:
 
     def __init__(
         self, url: str, database: str, *, user: str = "default", password: str = "", lock_wait_s: float = 30.0,
-        retention_days: int | None = None,
+        retention_days: int | None = None, embedded_hold_s: float = 0.0,
     ) -> None:
         if not _IDENT.match(database):
             raise ValueError(f"invalid ClickHouse database name {database!r}")
@@ -84,6 +84,9 @@ class ClickHouseUsageStore:
         self.embedded = url.startswith("chdb:")
         self._user, self._password = user, password
         self._lock_wait_s = lock_wait_s
+        self._hold_s = embedded_hold_s
+        self._opened_at = 0.0
+        self._release_timer: asyncio.TimerHandle | None = None
         self._retention_days = retention_days
         self._client: Any = None
         self._migrated = False
@@ -94,7 +97,7 @@ class ClickHouseUsageStore:
         return cls(
             settings.clickhouse_url, settings.clickhouse_database,
             user=settings.clickhouse_user, password=settings.clickhouse_password.get_secret_value(),
-            retention_days=settings.usage_retention_days,
+            retention_days=settings.usage_retention_days, embedded_hold_s=settings.clickhouse_embedded_hold_s,
         )
 
     # -- synchronous core (runs on the store's thread) --------------------------------
@@ -110,6 +113,7 @@ class ClickHouseUsageStore:
             try:
                 if self.embedded:
                     self._client = clickhouse_connect.get_client(dsn=self.url)
+                    self._opened_at = time.monotonic()
                 else:
                     self._client = clickhouse_connect.get_client(
                         dsn=self.url, username=self._user, password=self._password
@@ -129,15 +133,21 @@ class ClickHouseUsageStore:
 
     @contextmanager
     def _session(self) -> Iterator[Any]:
-        """The embedded engine is held only for the operation, so other processes can use the
-        same directory in between (reports while a worker runs); a server connection is kept."""
+        """The embedded engine is held for at most `embedded_hold_s` (0: only for the operation),
+        so other processes can use the same directory in between (reports while a worker runs):
+        opening it costs more CPU than a small insert, so a busy sink keeps it across a few
+        flushes. A server connection is kept."""
         client = self._connect()
         try:
             yield client
         finally:
-            if self.embedded:
-                self._client = None
-                client.close()
+            if self.embedded and time.monotonic() - self._opened_at >= self._hold_s:
+                self._release()
+
+    def _release(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            client.close()
 
     def _migrate(self) -> list[str]:
         with self._session() as client:
@@ -185,7 +195,16 @@ class ClickHouseUsageStore:
 
     # -- async surface ----------------------------------------------------------------
     async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, fn, *args)
+        if self.embedded and self._client is not None and self._release_timer is None:
+            self._release_timer = loop.call_later(self._hold_s, self._release_later, loop)
+        return result
+
+    def _release_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        """An idle sink lets go of the embedded engine once its hold time is up."""
+        self._release_timer = None
+        loop.run_in_executor(self._executor, self._release)
 
     async def migrate(self) -> list[str]:
         """Apply pending migrations; safe to run at every start and from several processes."""
@@ -206,10 +225,8 @@ class ClickHouseUsageStore:
         return self._executor.submit(self._migrate).result()
 
     def close(self) -> None:
-        def _close() -> None:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-
-        self._executor.submit(_close).result()
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+            self._release_timer = None
+        self._executor.submit(self._release).result()
         self._executor.shutdown(wait=True)
