@@ -8,8 +8,8 @@ import pytest
 from pipeline.catalog import load_catalog
 from pipeline.contracts import CompletionReply, UsageEvent
 from pipeline.settings import Settings
-from pipeline.transport.llm import ProviderResponse
 from pipeline.state.processed import InProcessStore
+from pipeline.transport.llm import ProviderResponse
 from pipeline.worker.handler import RequestHandler
 from pipeline.worker.outcome import StoredOutcome
 from pipeline.worker.records import SourceRecord
