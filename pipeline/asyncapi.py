@@ -35,6 +35,7 @@ from pipeline.contracts import (
     CORRELATION_HEADER,
     SCHEMA_VERSION,
     BudgetAlert,
+    CompletionChunk,
     CompletionReply,
     CompletionRequest,
     DeadLetterHeader,
@@ -173,9 +174,10 @@ def _channels(s: Settings) -> list[_Channel]:
             id="replies",
             topic=s.topic_replies,
             action="send",
-            payload=CompletionReply,
+            payload=CompletionReply | CompletionChunk,
             title="Completion replies (read yours here)",
-            summary="One CompletionReply per request, status `ok` with `content` or `error` with `error.code`.",
+            summary="One CompletionReply per request, status `ok` with `content` or `error` with `error.code`; "
+            "before it, for `stream: true`, CompletionChunk events (`type` tells them apart).",
             description="\n".join(
                 [
                     (f"The default reply topic. A request whose `reply_to` matches {replies_pattern} is "
@@ -190,6 +192,10 @@ def _channels(s: Settings) -> list[_Channel]:
                         "your own reply topic, so readers never take partitions from each other.",
                         "A redelivered or re-published request may be answered twice with identical bytes.",
                         "`metadata` is the request's, unchanged.",
+                        "`type` is `reply` or `chunk`. A streamed request (`stream: true`) gets chunk events "
+                        "(`stream_id`, `seq` from 0, `delta`) in order on the reply's partition, then its reply, "
+                        "which names the `stream_id` and `stream_chunks` it was built from and carries the whole "
+                        "`content`. A stream that restarts (worker crash) does so under a new `stream_id`.",
                     ),
                 ]
             ),

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -47,6 +47,11 @@ class ErrorCode(StrEnum):
     ALL_CANDIDATES_FAILED = "all_candidates_failed"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     INTERNAL_ERROR = "internal_error"
+    # Request features.
+    UNKNOWN_TEMPLATE = "unknown_template"
+    TEMPLATE_VARIABLES = "template_variables"
+    INVALID_STRUCTURED_OUTPUT = "invalid_structured_output"
+    STREAM_INTERRUPTED = "stream_interrupted"
 
 
 class SkipReason(StrEnum):
@@ -69,7 +74,8 @@ class _Event(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    """One OpenAI-format chat message. Extra keys (name, tool_call_id, ...) pass through."""
+    """One OpenAI-format chat message. Extra keys (name, tool_calls, tool_call_id, ...) pass through,
+    so a tool-calling conversation (assistant `tool_calls`, then `tool` results) is sent as is."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -78,6 +84,63 @@ class ChatMessage(BaseModel):
 
 
 NonEmptyStr = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class RequestKind(StrEnum):
+    COMPLETION = "completion"
+    EMBEDDING = "embedding"
+
+
+class ToolFunction(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}},
+                                       description="JSON Schema of the arguments.")
+
+
+class Tool(BaseModel):
+    """A tool the model may call (OpenAI format; LiteLLM translates it for other providers)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["function"] = "function"
+    function: ToolFunction
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True)
+
+    name: str = Field("response", min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
+    json_schema: dict[str, Any] = Field(alias="schema", description="The JSON Schema the answer must satisfy.")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """Structured output: any JSON object (`json_object`) or one that satisfies a JSON Schema."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs json_schema: {name, schema}")
+        if self.json_schema is not None:
+            from jsonschema import SchemaError, validators
+
+            try:
+                validators.validator_for(self.json_schema.json_schema).check_schema(self.json_schema.json_schema)
+            except SchemaError as exc:
+                raise ValueError(f"json_schema.schema is not a valid JSON Schema: {exc.message}") from None
+        return self
+
+    @property
+    def wants_json(self) -> bool:
+        return self.type != "text"
 
 
 class CompletionRequest(_Event):
@@ -93,15 +156,51 @@ class CompletionRequest(_Event):
                     "task_type": "summarize",
                     "messages": [{"role": "user", "content": "Summarise: ..."}],
                     "tenant": "acme",
-                }
-            ]
+                },
+                {
+                    "request_id": "ticket-7-summary",
+                    "task_type": "summarize",
+                    "template": "summarize-ticket",
+                    "variables": {"ticket": "The printer is on fire."},
+                    "stream": True,
+                },
+                {"request_id": "doc-9-vectors", "task_type": "embed", "kind": "embedding", "input": ["first", "second"]},
+            ],
+            # What the validators enforce, stated for producers in other languages.
+            "allOf": [{
+                "if": {"properties": {"kind": {"const": "embedding"}}, "required": ["kind"]},
+                "then": {
+                    "required": ["input"],
+                    "not": {"anyOf": [{"required": [f]} for f in ("messages", "template", "tools", "response_format")]},
+                },
+                "else": {
+                    "oneOf": [{"required": ["messages"]}, {"required": ["template"]}],
+                    "not": {"required": ["input"]},
+                },
+            }],
         },
     )
 
     schema_version: Literal[1] = SCHEMA_VERSION
     request_id: NonEmptyStr = Field(description="Caller-chosen id; the idempotency key and correlation id.")
     task_type: NonEmptyStr = Field(description="What the request is for; selects the route in config/routing.yaml.")
-    messages: list[ChatMessage] = Field(min_length=1, description="OpenAI chat format; must not be empty.")
+    kind: RequestKind = Field(RequestKind.COMPLETION, description="completion (chat) or embedding (vectors of `input`).")
+    messages: list[ChatMessage] | None = Field(
+        default=None, min_length=1,
+        description="OpenAI chat format. A completion sends either `messages` or `template` (+ `variables`).",
+    )
+    template: NonEmptyStr | None = Field(default=None, description="A prompt template in config/templates.yaml.")
+    variables: dict[str, Any] = Field(default_factory=dict, description="Values for the template's variables.")
+    input: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None, min_length=1, description="Embedding requests: the texts to embed (a string is one text).",
+    )
+    stream: bool = Field(False, description="Publish the answer as chunk events, then the final reply.")
+    tools: list[Tool] | None = Field(default=None, min_length=1, description="Tools the model may call.")
+    tool_choice: Literal["auto", "none", "required"] | dict[str, Any] | None = Field(
+        default=None, description='"auto", "none", "required" or {"type": "function", "function": {"name": ...}}.'
+    )
+    response_format: ResponseFormat | None = None
+    cache: bool = Field(True, description="false: never answer this request from the response cache.")
     tenant: NonEmptyStr = "default"
     model: NonEmptyStr | None = Field(
         default=None, description="A catalog model name; when set, task routing is skipped."
@@ -117,6 +216,32 @@ class CompletionRequest(_Event):
         default=None, description="Reply topic; must match the worker's allowed reply topic pattern."
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="Echoed back unchanged in the reply.")
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _one_text(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _shape_fits_kind(self) -> CompletionRequest:
+        if self.kind is RequestKind.EMBEDDING:
+            if self.input is None:
+                raise ValueError("an embedding request needs input (a text or a list of texts)")
+            extra = [name for name in ("messages", "template", "tools", "response_format") if getattr(self, name)]
+            if self.stream:
+                extra.append("stream")
+            if extra:
+                raise ValueError(f"an embedding request takes input only, not {', '.join(extra)}")
+            return self
+        if self.input is not None:
+            raise ValueError("input belongs to embedding requests (kind: embedding)")
+        if (self.messages is None) == (self.template is None):
+            raise ValueError("a completion request needs messages or template, not both")
+        if self.variables and self.template is None:
+            raise ValueError("variables are given but no template")
+        if self.tool_choice is not None and self.tools is None:
+            raise ValueError("tool_choice needs tools")
+        return self
 
 
 class Usage(BaseModel):
@@ -174,13 +299,54 @@ class ReplyStatus(StrEnum):
     ERROR = "error"
 
 
+class ToolCallFunction(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    arguments: str = Field(description="JSON text of the arguments, as the model wrote it.")
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
+class CompletionChunk(_Event):
+    """A piece of a streamed answer, published to the reply topic before the final reply.
+
+    Chunks of one stream share `stream_id` and are numbered from 0 by `seq`, in order on one
+    partition (the request's key): joining their `delta`s gives the reply's `content`. A worker
+    that dies mid-stream leaves the request to be served again, as a new stream (new
+    `stream_id`, `seq` from 0): keep the chunks of the `stream_id` the final reply names.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["chunk"] = "chunk"
+    request_id: str
+    stream_id: str
+    seq: int = Field(ge=0)
+    delta: str
+    model: str = Field(description="Catalog name of the model streaming.")
+
+
 class CompletionReply(_Event):
     """The answer to one request, published to its `reply_to` (or the default reply topic)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
+    type: Literal["reply"] = Field("reply", description="Tells a reply from a chunk on the same topic.")
     request_id: str
     status: ReplyStatus
     content: str | None = None
+    tool_calls: list[ToolCall] | None = Field(default=None, description="Calls the model asks the caller to run.")
+    finish_reason: str | None = None
+    parsed: Any = Field(default=None, description="With response_format json: the content, parsed and validated.")
+    embeddings: list[list[float]] | None = Field(default=None, description="Embedding requests: one vector per input.")
+    cached: bool = Field(False, description="Answered from the response cache: no provider call, no cost.")
+    stream_id: str | None = Field(default=None, description="Streamed replies: the stream whose chunks built this.")
+    stream_chunks: int = Field(0, description="Streamed replies: how many chunk events preceded this reply.")
     model: str | None = Field(default=None, description="Catalog name of the model that answered.")
     provider: str | None = None
     usage: Usage = Field(default_factory=Usage)
@@ -223,6 +389,9 @@ class UsageEvent(_Event):
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     ttft_ms: float = Field(0.0, description="Time to first token (streaming); 0 when not streamed.")
+    kind: RequestKind = RequestKind.COMPLETION
+    streamed: bool = False
+    cache_hit: bool = Field(False, description="Answered from the response cache: cost 0, no provider call.")
     attempt: int = Field(ge=1, description="1-based position of this call within the request.")
     is_fallback: bool = False
     is_final: bool = Field(False, description="This attempt's result became the reply.")
@@ -254,6 +423,7 @@ class BudgetAlert(_Event):
 PUBLIC_EVENTS: dict[str, type[BaseModel]] = {
     "completion_request": CompletionRequest,
     "completion_reply": CompletionReply,
+    "completion_chunk": CompletionChunk,
     "usage_event": UsageEvent,
     "budget_alert": BudgetAlert,
 }

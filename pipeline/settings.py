@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         2.0, ge=0, description="How often the config files are checked for changes (0: only on SIGHUP)."
     )
     provider_timeout_s: float = Field(60.0, description="Per-attempt timeout of one provider call.")
+    response_cache: Literal["off", "memory", "redis"] = Field(
+        "off", description="Exact-match answers: off, memory (this worker) or redis (the fleet, REDIS_URL)."
+    )
+    response_cache_ttl_s: float = Field(3600.0, gt=0, description="How long a cached answer is served.")
+    response_cache_max_entries: int = Field(10_000, ge=1, description="memory cache: entries kept (LRU).")
     estimate_completion_tokens: int = Field(
         512, ge=1, description="Completion tokens assumed for cost estimates when a request sets no max_tokens."
     )

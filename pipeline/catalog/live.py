@@ -14,6 +14,7 @@ from pathlib import Path
 from pipeline.catalog import (
     MODELS_FILE,
     ROUTING_FILE,
+    TEMPLATES_FILE,
     Catalog,
     ConfigError,
     load_catalog,
@@ -37,7 +38,7 @@ class LiveCatalog:
 
     def _file_stamp(self) -> tuple[tuple[int, int], ...]:
         stamps = []
-        for name in (MODELS_FILE, ROUTING_FILE):
+        for name in (MODELS_FILE, ROUTING_FILE, TEMPLATES_FILE):
             try:
                 st = (self.config_dir / name).stat()
                 stamps.append((st.st_mtime_ns, st.st_size))

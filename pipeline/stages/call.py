@@ -15,25 +15,38 @@ import random
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 from pipeline.catalog import ModelSpec
 from pipeline.catalog.resilience import Deployment
-from pipeline.contracts import CompletionRequest, SkipReason
+from pipeline.contracts import CompletionRequest, ErrorCode, SkipReason
 from pipeline.observability import tracing
 from pipeline.stages.budget import BudgetRefusal, Reservation
 from pipeline.stages.cost import call_cost
 from pipeline.stages.deployments import DeploymentPool, Unavailable
 from pipeline.stages.retry import Action, decide
 from pipeline.stages.route import Candidate, RoutePlan, Skipped
+from pipeline.stages.structured import check_structured
 from pipeline.transport.llm import ProviderClient, ProviderError, ProviderResponse
+
+#: Receives (catalog model name, text delta) for a streamed request.
+StreamSink = Callable[[str, str], Awaitable[None]]
 
 
 class SpendControl(Protocol):
     async def reserve(self, candidate: Candidate) -> Reservation | BudgetRefusal: ...
     async def settle(self, reservation: Reservation, actual_usd: float) -> None: ...
+
+
+class AnswerCache(Protocol):
+    """Exact-match answers by model and normalised request (the worker's response cache)."""
+
+    async def get(self, model: str, request: CompletionRequest) -> ProviderResponse | None: ...
+    async def put(self, model: str, request: CompletionRequest, response: ProviderResponse) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +59,15 @@ class AttemptResult:
     started_at: datetime
     latency_ms: float
     deployment: str = ""
-    response: ProviderResponse | None = None
+    response: ProviderResponse | None = None  # also set when the answer was refused (invalid JSON)
     error: ProviderError | None = None
     cost_usd: float = 0.0
+    parsed: Any = None  # response_format json: the validated answer
+    cache_hit: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.response is not None
+        return self.response is not None and self.error is None
 
 
 @dataclass(slots=True)
@@ -80,6 +95,8 @@ class CallContext:
     spend: SpendControl | None = None
     deadline: float | None = None  # epoch seconds
     rng: random.Random = field(default_factory=random.Random)
+    on_delta: StreamSink | None = None  # streaming requests: where text deltas go
+    cache: AnswerCache | None = None  # None, or the request opted out
 
     def remaining_s(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.time()
@@ -98,6 +115,10 @@ async def call_with_fallback(
                                            f"context window {spec.context_window} <= {failed_context_window}"))
             continue
         retries: Counter[str] = Counter()
+        hit = await _cached(request, candidate, number, ctx)
+        if hit is not None:
+            outcome.attempts.append(hit)
+            return outcome
         while True:
             remaining = ctx.remaining_s()
             if remaining is not None and remaining <= 0:
@@ -124,6 +145,9 @@ async def call_with_fallback(
             if result.ok:
                 return outcome
             assert result.error is not None
+            if result.error.after_output:  # the caller has seen part of this answer: no retry, no fallback
+                outcome.stopped = True
+                return outcome
             decision = decide(result.error, retries[result.error.code.value], spec.resilience, ctx.rng)
             retries[result.error.code.value] += 1
             if decision.action is Action.STOP:
@@ -141,6 +165,21 @@ async def call_with_fallback(
     return outcome
 
 
+async def _cached(request: CompletionRequest, candidate: Candidate, number: int, ctx: CallContext) -> AttemptResult | None:
+    """A cache hit is an attempt that costs nothing: no deployment, no reservation, no call."""
+    if ctx.cache is None:
+        return None
+    response = await ctx.cache.get(candidate.spec.name, request)
+    if response is None:
+        return None
+    if ctx.on_delta is not None and response.content:
+        await ctx.on_delta(candidate.spec.name, response.content)  # a streamed request gets it as one chunk
+        response = replace(response, streamed_chunks=1, ttft_ms=0.0)
+    check = check_structured(request.response_format, response.content)
+    return AttemptResult(str(uuid.uuid4()), number, candidate.spec, datetime.now(UTC), 0.0, "", response,
+                         parsed=check.parsed, cache_hit=True)
+
+
 async def _pick(ctx: CallContext, candidate: Candidate) -> Deployment | Unavailable:
     if ctx.pool is None:
         return candidate.spec.deployments[0]
@@ -155,19 +194,29 @@ async def _attempt(
     event_id = str(uuid.uuid4())  # minted before the call: the usage row's dedup key
     started_at = datetime.now(UTC)
     t0 = time.perf_counter()
-    cost, error, response = 0.0, None, None
+    cost, error, response, parsed = 0.0, None, None, None
     if ctx.pool is not None:
         ctx.pool.started(deployment)
     try:
         with tracing.attempt_span({"llm.model": spec.name, "llm.deployment": deployment.name,
                                    "llm.attempt": number, "llm.request_id": request.request_id}) as span:
             try:
-                response = await ctx.provider.complete(deployment, request, timeout_s=timeout_s)
+                if ctx.on_delta is not None:
+                    response = await ctx.provider.complete(deployment, request, timeout_s=timeout_s,
+                                                           on_delta=partial(ctx.on_delta, spec.name))
+                else:
+                    response = await ctx.provider.complete(deployment, request, timeout_s=timeout_s)
                 cost = call_cost(spec, response.prompt_tokens, response.completion_tokens, deployment.litellm_model)
+                check = check_structured(request.response_format, response.content) if not response.tool_calls \
+                    else check_structured(None, None)
+                parsed = check.parsed
+                if not check.ok:  # paid for, but unusable: an error of its own class
+                    error = ProviderError(ErrorCode.INVALID_STRUCTURED_OUTPUT, f"{spec.name}: {check.problem}",
+                                          after_output=response.streamed_chunks > 0)
             except ProviderError as exc:
                 error = exc
-                if span is not None:
-                    span.set_attribute("llm.error_code", exc.code.value)
+            if error is not None and span is not None:
+                span.set_attribute("llm.error_code", error.code.value)
     finally:  # settle and record even when cancelled, so neither a reservation nor a slot leaks
         latency = (time.perf_counter() - t0) * 1000
         bookkeeping = []  # independent round trips to shared state: run side by side
@@ -179,4 +228,6 @@ async def _attempt(
                                                  estimated_tokens=candidate.prompt_tokens + candidate.completion_tokens,
                                                  actual_tokens=actual))
         await asyncio.gather(*bookkeeping)
-    return AttemptResult(event_id, number, spec, started_at, latency, deployment.name, response, error, cost)
+    if ctx.cache is not None and response is not None and error is None:
+        await ctx.cache.put(spec.name, request, response)
+    return AttemptResult(event_id, number, spec, started_at, latency, deployment.name, response, error, cost, parsed)

@@ -53,9 +53,13 @@ def routing_info(plan: RoutePlan, outcome: CallOutcome) -> RoutingInfo:
 
 
 def build_reply(
-    request: CompletionRequest, plan: RoutePlan, outcome: CallOutcome, latency_ms: float
+    request: CompletionRequest, plan: RoutePlan, outcome: CallOutcome, latency_ms: float,
+    *, stream_id: str | None = None, stream_chunks: int = 0,
 ) -> CompletionReply:
-    """Success carries the answer; failure names the last error (or the budget) and every attempt."""
+    """Success carries the answer; failure names the last error (or the budget) and every attempt.
+
+    `stream_id`/`stream_chunks`: for a streamed request, the stream and how many chunk events
+    were published (an error reply names them too, so a reader knows which chunks to drop)."""
     attempts = [_attempt(a) for a in outcome.attempts]
     routing = routing_info(plan, outcome)
     cost = sum(a.cost_usd for a in outcome.attempts)
@@ -66,6 +70,13 @@ def build_reply(
             request_id=request.request_id,
             status=ReplyStatus.OK,
             content=r.content,
+            tool_calls=list(r.tool_calls) or None,
+            finish_reason=r.finish_reason,
+            parsed=answer.parsed,
+            embeddings=[list(v) for v in r.embeddings] if r.embeddings is not None else None,
+            cached=answer.cache_hit,
+            stream_id=stream_id,
+            stream_chunks=stream_chunks,
             model=answer.spec.name,
             provider=answer.spec.provider,
             usage=Usage(
@@ -87,6 +98,11 @@ def build_reply(
             message += f" (last error: {last.message})"
     elif not outcome.attempts and outcome.budget_refusal is not None:
         code, message = ErrorCode.BUDGET_EXCEEDED, outcome.budget_refusal.describe()
+    elif last is not None and all(a.error is not None and a.error.code is ErrorCode.INVALID_STRUCTURED_OUTPUT
+                                  for a in outcome.attempts):
+        code = ErrorCode.INVALID_STRUCTURED_OUTPUT
+        message = "no answer matched the requested response_format: " + "; ".join(
+            a.error.message for a in outcome.attempts if a.error is not None)
     elif outcome.stopped and last is not None:
         code, message = last.code, f"{outcome.attempts[-1].spec.name}: {last.message}"
     elif last is not None and len({a.spec.name for a in outcome.attempts}) == 1 and not outcome.skipped:
@@ -101,7 +117,8 @@ def build_reply(
             message += f" (last error: {last.message})"
     return error_reply(
         request.request_id, code, message, metadata=request.metadata, cost_usd=cost,
-        latency_ms=round(latency_ms, 3), attempts=attempts, routing=routing,
+        latency_ms=round(latency_ms, 3), attempts=attempts, routing=routing, stream_id=stream_id,
+        stream_chunks=stream_chunks,
     )
 
 
@@ -138,6 +155,10 @@ def usage_events(
                 total_tokens=prompt + completion,
                 cost_usd=a.cost_usd,
                 latency_ms=round(a.latency_ms, 3),
+                ttft_ms=round(a.response.ttft_ms, 3) if a.response else 0.0,
+                kind=request.kind,
+                streamed=request.stream,
+                cache_hit=a.cache_hit,
                 attempt=a.number,
                 is_fallback=a.spec.name != primary,
                 is_final=final and a is outcome.attempts[-1],

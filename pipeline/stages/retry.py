@@ -44,8 +44,10 @@ def backoff_delay(retry_number: int, base_s: float, max_s: float, rng: random.Ra
 def decide(error: ProviderError, retries_so_far: int, policy: Resilience, rng: random.Random) -> Decision:
     """`retries_so_far`: retries already made on this model for this error class."""
     code = error.code
-    if code is ErrorCode.BAD_REQUEST:
+    if code is ErrorCode.BAD_REQUEST or error.after_output:
         return Decision(Action.STOP)
+    if code is ErrorCode.INVALID_STRUCTURED_OUTPUT:  # once more on the same model, then the next one
+        return Decision(Action.RETRY if retries_so_far < 1 else Action.FALLBACK)
     if code is ErrorCode.CONTENT_POLICY:
         return Decision(Action.STOP if policy.content_policy is ContentPolicyAction.RETURN else Action.FALLBACK)
     if code in (ErrorCode.CONTEXT_WINDOW_EXCEEDED, ErrorCode.AUTH_ERROR, ErrorCode.PROVIDER_ERROR):

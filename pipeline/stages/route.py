@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pipeline.catalog import Catalog, ModelSpec
 from pipeline.catalog.routing import CostPreference, Route
-from pipeline.contracts import CompletionRequest, ErrorCode, SkipReason
+from pipeline.contracts import CompletionRequest, ErrorCode, RequestKind, SkipReason
 from pipeline.stages.cost import per_token_prices
 
 
@@ -49,11 +49,29 @@ class RouteRefusal:
     skipped: tuple[Skipped, ...] = ()
 
 
+def required_capabilities(request: CompletionRequest) -> frozenset[str]:
+    """What the request itself demands of a model, on top of its route's capabilities."""
+    needed = set()
+    if request.kind is RequestKind.EMBEDDING:
+        needed.add("embeddings")
+    if request.tools and request.tool_choice != "none":
+        needed.add("tools")
+    if request.response_format is not None and request.response_format.wants_json:
+        needed.add("json_mode")
+    return frozenset(needed)
+
+
 def count_prompt_tokens(spec: ModelSpec, request: CompletionRequest) -> int:
     """LiteLLM's tokenizer for this model (bundled, no network)."""
     import litellm
 
-    messages = [m.model_dump(exclude_none=True) for m in request.messages]
+    if request.kind is RequestKind.EMBEDDING:
+        texts = request.input or []
+        try:
+            return sum(int(litellm.token_counter(model=spec.litellm_model, text=t)) for t in texts)
+        except Exception:
+            return sum(len(t) for t in texts) // 4 + len(texts)
+    messages = [m.model_dump(exclude_none=True) for m in request.messages or ()]
     try:
         return int(litellm.token_counter(model=spec.litellm_model, messages=messages))
     except Exception:  # an exotic message shape must not make routing fail: estimate by characters
@@ -62,7 +80,7 @@ def count_prompt_tokens(spec: ModelSpec, request: CompletionRequest) -> int:
 
 def estimate(spec: ModelSpec, request: CompletionRequest, default_completion_tokens: int) -> Candidate:
     prompt = count_prompt_tokens(spec, request)
-    completion = request.max_tokens or default_completion_tokens
+    completion = 0 if request.kind is RequestKind.EMBEDDING else request.max_tokens or default_completion_tokens
     inp, out = per_token_prices(spec)
     return Candidate(spec, prompt, completion, prompt * inp + completion * out)
 
@@ -98,9 +116,10 @@ def plan_route(
     ceiling = catalog.routing.cost_controls.request_ceiling(request.tenant, request.max_cost_usd)
     eligible: list[Candidate] = []
     skipped: list[Skipped] = []
+    needed = route.capabilities | required_capabilities(request)
     for name in route.candidates:
         spec = catalog.models[name]
-        reason = _ineligible(spec, route, cooling_down)
+        reason = _ineligible(spec, needed, cooling_down)
         if reason is not None:
             skipped.append(Skipped(name, *reason))
             continue
@@ -124,11 +143,11 @@ def plan_route(
 
 
 def _ineligible(
-    spec: ModelSpec, route: Route, cooling_down: Callable[[str], bool]
+    spec: ModelSpec, needed: frozenset[str], cooling_down: Callable[[str], bool]
 ) -> tuple[SkipReason, str] | None:
     if spec.disabled:
         return SkipReason.DISABLED, ""
-    missing = route.capabilities - spec.capabilities
+    missing = needed - spec.capabilities
     if missing:
         return SkipReason.MISSING_CAPABILITY, ",".join(sorted(missing))
     if cooling_down(spec.name):

@@ -7,11 +7,19 @@ the call stage sees only `ProviderClient`, `ProviderResponse` and `ProviderError
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pipeline.catalog import ModelSpec
-from pipeline.contracts import CompletionRequest, ErrorCode
+from pipeline.contracts import (
+    CompletionRequest,
+    ErrorCode,
+    RequestKind,
+    ToolCall,
+    ToolCallFunction,
+)
 
 #: Sent when a catalog entry names no key (Ollama, vLLM, the simulator): some client
 #: libraries refuse to send a request without one. It is not a secret.
@@ -26,24 +34,40 @@ class ProviderResponse:
     finish_reason: str | None = None
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    tool_calls: tuple[ToolCall, ...] = ()
+    embeddings: tuple[tuple[float, ...], ...] | None = None
+    streamed_chunks: int = 0  # deltas handed to the caller's sink (streaming only)
+    ttft_ms: float = 0.0  # time to the first delta (streaming only)
+
+
+#: Receives each text delta of a streamed answer, in order; returns once it is safely handed on.
+DeltaSink = Callable[[str], Awaitable[None]]
 
 
 class ProviderError(Exception):
-    """A failed provider call, classified. `message` never contains a secret."""
+    """A failed provider call, classified. `message` never contains a secret.
+
+    `after_output`: the stream broke after deltas were handed on, so the call can be neither
+    retried nor replaced by a fallback (the caller has already seen part of this answer)."""
 
     def __init__(
-        self, code: ErrorCode, message: str, *, status: int | None = None, retry_after_s: float | None = None
+        self, code: ErrorCode, message: str, *, status: int | None = None, retry_after_s: float | None = None,
+        after_output: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
         self.retry_after_s = retry_after_s
+        self.after_output = after_output
 
 
 class ProviderClient(Protocol):
-    async def complete(self, spec: ModelSpec, request: CompletionRequest, *, timeout_s: float) -> ProviderResponse:
-        """Call `spec` once. Raises ProviderError; never retries on its own."""
+    async def complete(
+        self, spec: ModelSpec, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None
+    ) -> ProviderResponse:
+        """Call `spec` once. Raises ProviderError; never retries on its own. With `on_delta` (a
+        streaming request) the answer's text deltas go to it as they arrive."""
         ...
 
 
@@ -116,32 +140,122 @@ class LiteLLMProvider:
         litellm.drop_params = True  # a parameter one provider lacks must not fail a fallback
         self._acompletion = litellm.acompletion
 
-    async def complete(self, spec: ModelSpec, request: CompletionRequest, *, timeout_s: float) -> ProviderResponse:
+    async def complete(
+        self, spec: ModelSpec, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None
+    ) -> ProviderResponse:
         key = spec.api_key()
         if spec.api_key_env and not key:
             raise ProviderError(
                 ErrorCode.AUTH_ERROR, f"API key environment variable {spec.api_key_env} is not set for {spec.name}"
             )
+        secrets = (key,) if key else ()
         kwargs: dict[str, Any] = {
             "model": spec.litellm_model,
-            "messages": [m.model_dump(exclude_none=True) for m in request.messages],
             "api_key": key or NO_KEY_PLACEHOLDER,
             "timeout": timeout_s,
             "max_retries": 0,
             "num_retries": 0,
-            "extra_headers": {"x-pipeline-request-id": request.request_id},
         }
         if spec.api_base:
             kwargs["api_base"] = spec.api_base
+        if request.kind is RequestKind.EMBEDDING:
+            return await self._embed(spec, request, kwargs, secrets)
+        kwargs["messages"] = [m.model_dump(exclude_none=True) for m in request.messages or ()]
+        kwargs["extra_headers"] = {"x-pipeline-request-id": request.request_id}
         if request.max_tokens is not None:
             kwargs["max_tokens"] = request.max_tokens
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
+        if request.tools:
+            kwargs["tools"] = [t.model_dump(exclude_none=True) for t in request.tools]
+            if request.tool_choice is not None:
+                kwargs["tool_choice"] = request.tool_choice
+        if request.response_format is not None:
+            kwargs["response_format"] = request.response_format.model_dump(by_alias=True, exclude_none=True)
+        if on_delta is not None:
+            return await self._stream(spec, kwargs, on_delta, secrets)
         try:
             response = await self._acompletion(**kwargs)
         except Exception as exc:
-            raise classify(exc, (key,) if key else ()) from None
+            raise classify(exc, secrets) from None
         return _parse(response, spec)
+
+    async def _stream(
+        self, spec: ModelSpec, kwargs: dict[str, Any], on_delta: DeltaSink, secrets: tuple[str, ...]
+    ) -> ProviderResponse:
+        """Deltas go out as they arrive; the full response is rebuilt from the chunks at the end.
+
+        A failure before the first delta is an ordinary provider error (retry, fallback); after
+        it, STREAM_INTERRUPTED with `after_output`. Errors of `on_delta` itself (publishing)
+        propagate unchanged: they are not the provider's."""
+        import litellm
+
+        t0 = time.perf_counter()
+        try:
+            stream = await self._acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
+        except Exception as exc:
+            raise classify(exc, secrets) from None
+        chunks: list[Any] = []
+        delivered, ttft_ms = 0, 0.0
+        iterator = stream.__aiter__()
+        while True:
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                break
+            except Exception as exc:
+                error = classify(exc, secrets)
+                if not delivered:
+                    raise error from None
+                raise ProviderError(
+                    ErrorCode.STREAM_INTERRUPTED,
+                    f"{spec.name}: the stream broke after {delivered} chunk(s): {error.message}",
+                    status=error.status, after_output=True,
+                ) from None
+            chunks.append(chunk)
+            choices = getattr(chunk, "choices", None) or []
+            delta = getattr(getattr(choices[0], "delta", None), "content", None) if choices else None
+            if delta:
+                if not delivered:
+                    ttft_ms = (time.perf_counter() - t0) * 1000
+                await on_delta(delta)
+                delivered += 1
+        try:
+            built = litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
+        except Exception as exc:
+            raise ProviderError(ErrorCode.MALFORMED_RESPONSE, f"{spec.name}: unusable stream: {exc}",
+                                after_output=delivered > 0) from None
+        if built is None:
+            raise ProviderError(ErrorCode.MALFORMED_RESPONSE, f"{spec.name}: the stream carried no chunks")
+        parsed = _parse(built, spec)
+        return ProviderResponse(
+            content=parsed.content, prompt_tokens=parsed.prompt_tokens, completion_tokens=parsed.completion_tokens,
+            finish_reason=parsed.finish_reason, cached_tokens=parsed.cached_tokens,
+            reasoning_tokens=parsed.reasoning_tokens, tool_calls=parsed.tool_calls, streamed_chunks=delivered,
+            ttft_ms=ttft_ms,
+        )
+
+    async def _embed(
+        self, spec: ModelSpec, request: CompletionRequest, kwargs: dict[str, Any], secrets: tuple[str, ...]
+    ) -> ProviderResponse:
+        import litellm
+
+        try:
+            response = await litellm.aembedding(**kwargs, input=list(request.input or ()))
+        except Exception as exc:
+            raise classify(exc, secrets) from None
+        try:
+            rows = sorted(response.data, key=lambda d: d["index"] if isinstance(d, dict) else d.index)
+            vectors = tuple(tuple(float(x) for x in (d["embedding"] if isinstance(d, dict) else d.embedding))
+                            for d in rows)
+            usage = getattr(response, "usage", None)
+            prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ProviderError(ErrorCode.MALFORMED_RESPONSE, f"{spec.name}: unusable embedding response: {exc}") from None
+        if len(vectors) != len(request.input or ()):
+            raise ProviderError(ErrorCode.MALFORMED_RESPONSE,
+                                f"{spec.name}: {len(vectors)} vectors for {len(request.input or ())} inputs")
+        return ProviderResponse(content=None, prompt_tokens=prompt, completion_tokens=0, embeddings=vectors)
 
 
 def _parse(response: Any, spec: ModelSpec) -> ProviderResponse:
@@ -150,8 +264,13 @@ def _parse(response: Any, spec: ModelSpec) -> ProviderResponse:
         usage = response.usage
         prompt_details = getattr(usage, "prompt_tokens_details", None)
         completion_details = getattr(usage, "completion_tokens_details", None)
+        calls = tuple(
+            ToolCall(id=str(c.id), function=ToolCallFunction(name=c.function.name, arguments=c.function.arguments or "{}"))
+            for c in (getattr(choice.message, "tool_calls", None) or ())
+        )
         return ProviderResponse(
             content=choice.message.content,
+            tool_calls=calls,
             prompt_tokens=int(usage.prompt_tokens or 0),
             completion_tokens=int(usage.completion_tokens or 0),
             finish_reason=choice.finish_reason,

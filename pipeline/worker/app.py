@@ -22,6 +22,7 @@ from pipeline.stages.deployments import DeploymentPool
 from pipeline.state import ProcessedStore, processed_store_from_settings
 from pipeline.state.budget import BudgetLedger, ledger_from_settings
 from pipeline.state.health import HealthState, health_from_settings
+from pipeline.state.response_cache import ResponseCache, response_cache_from_settings
 from pipeline.transport.clickhouse import ClickHouseUsageStore, UsageStore
 from pipeline.transport.kafka import (
     BrokerPublisher,
@@ -32,6 +33,7 @@ from pipeline.transport.kafka import (
 )
 from pipeline.transport.kafka_intake import ConcurrentIntake, IntakeLimits
 from pipeline.transport.llm import LiteLLMProvider, ProviderClient
+from pipeline.worker.answer_cache import CachedAnswers
 from pipeline.worker.handler import RequestHandler
 from pipeline.worker.spend_restore import restore_spend
 from pipeline.worker.usage_sink import UsageSink
@@ -50,6 +52,7 @@ class Worker:
     processed: ProcessedStore | None = None
     ledger: BudgetLedger | None = None
     health: HealthState | None = None
+    response_cache: ResponseCache | None = None
     live_catalog: LiveCatalog | None = None
     sink: UsageSink | None = None
     _owned_store: ClickHouseUsageStore | None = field(default=None, repr=False)
@@ -147,6 +150,8 @@ class Worker:
             await self.ledger.close()
         if self.health is not None:
             await self.health.close()
+        if self.response_cache is not None:
+            await self.response_cache.close()
         if self._owned_store is not None:
             self._owned_store.close()
 
@@ -186,6 +191,7 @@ def create_worker(
     processed: ProcessedStore | None = None
     ledger: BudgetLedger | None = None
     health: HealthState | None = None
+    response_cache: ResponseCache | None = None
     if with_requests:
         processed = processed_store_from_settings(
             settings.redis_url,
@@ -195,9 +201,14 @@ def create_worker(
         )
         ledger = ledger_from_settings(settings.redis_url, namespace=settings.redis_namespace)
         health = health_from_settings(settings.redis_url, namespace=settings.redis_namespace)
+        response_cache = response_cache_from_settings(
+            settings.response_cache, settings.redis_url, namespace=settings.redis_namespace,
+            max_entries=settings.response_cache_max_entries,
+        )
         handler = RequestHandler(
             settings, current, provider or LiteLLMProvider(), publisher, processed, BudgetGuard(ledger),
             DeploymentPool(health),
+            CachedAnswers(response_cache, settings.response_cache_ttl_s) if response_cache is not None else None,
         )
         intake = ConcurrentIntake(
             build_consumer(settings, settings.consumer_group),
@@ -227,4 +238,5 @@ def create_worker(
         )
 
     return Worker(settings=settings, broker=broker, store=store, intake=intake, processed=processed,
-                  ledger=ledger, health=health, live_catalog=live, sink=sink, _owned_store=owned)
+                  ledger=ledger, health=health, response_cache=response_cache, live_catalog=live, sink=sink,
+                  _owned_store=owned)

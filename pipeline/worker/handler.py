@@ -29,13 +29,20 @@ from pipeline.observability import metrics, tracing
 from pipeline.settings import Settings
 from pipeline.stages.budget import BudgetAlert as BudgetAlertCrossing
 from pipeline.stages.budget import BudgetGuard, BudgetRefusal, Reservation
-from pipeline.stages.call import CallContext, CallOutcome, call_with_fallback
+from pipeline.stages.call import (
+    AnswerCache,
+    CallContext,
+    CallOutcome,
+    call_with_fallback,
+)
 from pipeline.stages.deployments import DeploymentPool
 from pipeline.stages.reply import build_reply, error_reply, routing_info, usage_events
 from pipeline.stages.route import Candidate, RoutePlan, RouteRefusal, plan_route
+from pipeline.stages.template import TemplateRefusal, apply_template
 from pipeline.stages.validate import Rejection, validate_request
 from pipeline.state import ProcessedStore
 from pipeline.transport.llm import ProviderClient
+from pipeline.worker.chunks import ChunkPublisher
 from pipeline.worker.outcome import StoredOutcome, source_of
 from pipeline.worker.records import Publisher, SourceRecord, dead_letter_headers
 
@@ -124,6 +131,7 @@ class RequestHandler:
         processed: ProcessedStore | None = None,
         budget: BudgetGuard | None = None,
         pool: DeploymentPool | None = None,
+        cache: AnswerCache | None = None,
     ) -> None:
         self._settings = settings
         self._catalog = catalog
@@ -132,6 +140,7 @@ class RequestHandler:
         self._processed = processed
         self._budget = budget
         self._pool = pool
+        self._cache = cache
         self._owner_prefix = uuid.uuid4().hex[:12]
 
     async def handle(self, record: SourceRecord) -> None:
@@ -231,6 +240,10 @@ class RequestHandler:
     async def _serve(self, record: SourceRecord, request: CompletionRequest, started: float) -> Served:
         """Route and call; returns the reply with the usage events of its last round, unpublished."""
         catalog = self._catalog()  # one snapshot for the whole request
+        rendered = apply_template(request, catalog.templates)
+        if isinstance(rendered, TemplateRefusal):
+            return Served(error_reply(request.request_id, rendered.code, rendered.detail, metadata=request.metadata))
+        request = rendered
         plan = plan_route(request, catalog, default_completion_tokens=self._settings.estimate_completion_tokens)
         if isinstance(plan, RouteRefusal):
             return Served(error_reply(
@@ -238,11 +251,22 @@ class RequestHandler:
                 routing=routing_info(RoutePlan((), plan.skipped), CallOutcome()),
             ))
         spend = _RequestSpend(self, catalog, request) if self._budget is not None else None
+        chunks = self._chunk_publisher(record, request) if request.stream else None
         ctx = CallContext(self._provider, self._settings.provider_timeout_s, self._pool, spend,
-                          request_deadline(request, record.timestamp_ms))
-        outcome, usage = await self._call(request, plan, ctx)
+                          request_deadline(request, record.timestamp_ms), on_delta=chunks,
+                          cache=self._cache if request.cache else None)
         try:
-            reply = build_reply(request, plan, outcome, (time.perf_counter() - started) * 1000)
+            outcome, usage = await self._call(request, plan, ctx)
+        except BaseException:
+            if chunks is not None:
+                await chunks.abort()
+            raise
+        try:
+            if chunks is not None:
+                await chunks.close()  # every chunk acknowledged before the final reply is built
+            reply = build_reply(request, plan, outcome, (time.perf_counter() - started) * 1000,
+                                stream_id=chunks.stream_id if chunks else None,
+                                stream_chunks=chunks.published if chunks else 0)
         except BaseException:
             await self._publish_usage(request, usage)  # the calls happened: record them before failing
             raise
@@ -255,6 +279,12 @@ class RequestHandler:
                    "cost_usd": reply.cost_usd, "error_code": reply.error.code.value if reply.error else None},
         )
         return Served(reply, usage)
+
+    def _chunk_publisher(self, record: SourceRecord, request: CompletionRequest) -> ChunkPublisher:
+        """Chunks go where the reply goes, under the reply's key: same partition, in order."""
+        key = record.key if record.key is not None else request.request_id.encode()
+        return ChunkPublisher(self._publisher, request.reply_to or self._settings.topic_replies, key,
+                              request.request_id)
 
     async def _call(
         self, request: CompletionRequest, plan: RoutePlan, ctx: CallContext

@@ -79,12 +79,15 @@ def test_every_topic_is_listed_with_its_payload() -> None:
     assert _topics(doc) == {
         (s.topic_requests, "receive"): "CompletionRequest",
         (s.topic_usage, "receive"): "UsageEvent",
-        (s.topic_replies, "send"): "CompletionReply",
+        (s.topic_replies, "send"): "replies:Message:Payload",
         (s.topic_usage, "send"): "UsageEvent",
         (s.topic_dlq, "send"): "DeadLetteredRequest",
         (s.topic_usage_dlq, "send"): "DeadLetteredUsageEvent",
         (s.topic_alerts, "send"): "BudgetAlert",
     }
+    replies = doc["components"]["schemas"]["replies:Message:Payload"]["anyOf"]
+    assert replies == [{"$ref": "#/components/schemas/CompletionReply"},
+                       {"$ref": "#/components/schemas/CompletionChunk"}]  # the reply topic carries both
 
 
 def test_custom_topic_names_are_used() -> None:
@@ -97,8 +100,8 @@ def test_custom_topic_names_are_used() -> None:
 def test_request_payload_states_the_contract() -> None:
     doc = json.loads(ASYNCAPI.read_text())
     request = doc["components"]["schemas"]["CompletionRequest"]
-    assert set(request["required"]) == {"request_id", "task_type", "messages"}
-    assert request["properties"]["messages"]["minItems"] == 1
+    assert set(request["required"]) == {"request_id", "task_type"}
+    assert request["allOf"][0]["else"]["oneOf"] == [{"required": ["messages"]}, {"required": ["template"]}]
     assert request["additionalProperties"] is False
     assert request["examples"], "producers need an example"
 

@@ -24,6 +24,9 @@ def test_drift_is_detected(tmp_path: Path) -> None:
 
 def test_request_schema_states_the_contract() -> None:
     doc = json.loads((SCHEMAS / "completion_request.schema.json").read_text())
-    assert set(doc["required"]) == {"request_id", "task_type", "messages"}
-    assert doc["properties"]["messages"]["minItems"] == 1
+    assert set(doc["required"]) == {"request_id", "task_type"}
+    assert doc["properties"]["messages"]["anyOf"][0]["minItems"] == 1
+    shape = doc["allOf"][0]  # messages or template for a completion; input for an embedding
+    assert shape["then"]["required"] == ["input"]
+    assert shape["else"]["oneOf"] == [{"required": ["messages"]}, {"required": ["template"]}]
     assert doc["additionalProperties"] is False
