@@ -117,6 +117,11 @@ def simulate(
 ) -> None:
     """Run the LLM provider simulator (OpenAI, Anthropic and Ollama wire formats).
 
+    Serves chat (plain, streamed, tool calls, JSON output) and embeddings. Fault kinds:
+    rate_limit, server_error, timeout, malformed, context_length, auth, bad_request,
+    content_policy, stream_cut, invalid_json. Change stream_chunk_words,
+    stream_chunk_delay_ms or embedding_dimensions at runtime with PATCH /_sim/config.
+
     Example: pipeline simulate --port 8900 --latency-ms 500
     """
     from pipeline.simulator import FaultRule, SimulatorConfig, serve

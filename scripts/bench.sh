@@ -27,5 +27,5 @@ if [ ! -x "$PROXY_VENV/bin/litellm" ] || [ "$(cat "$PROXY_VENV/.litellm-version"
   echo "$litellm_version" > "$PROXY_VENV/.litellm-version"
 fi
 
-export LITELLM_LOCAL_MODEL_COST_MAP=True
+export LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS=True
 exec "$VENV/bin/python" bench/compare.py "$@"

@@ -17,7 +17,7 @@ if ! command -v redis-server >/dev/null; then
 fi
 echo "==> Apache Kafka jars: $("$PY" -m pipeline.local.apache_kafka fetch)"
 
-export LITELLM_LOCAL_MODEL_COST_MAP=True
+export LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS=True
 set +e
 "$PY" -m pytest -p no:cacheprovider "$@"
 status=$?

@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import jsonschema
 import litellm
 import pytest
+from litellm.exceptions import MidStreamFallbackError
 
 import pipeline  # noqa: F401  (sets LITELLM_LOCAL_MODEL_COST_MAP before litellm is imported)
 from pipeline.simulator import (
@@ -47,7 +49,8 @@ async def ctl(sim: ProviderSimulator) -> AsyncIterator[SimulatorClient]:
     async with SimulatorClient(sim.url) as client:
         await client.clear_rules()
         await client.clear_requests()
-        await client.configure(latency_ms=0, latency_jitter_ms=0, completion_tokens=16, prompt_tokens=None)
+        await client.configure(latency_ms=0, latency_jitter_ms=0, completion_tokens=16, prompt_tokens=None,
+                               stream_chunk_words=2, stream_chunk_delay_ms=0, embedding_dimensions=8)
         yield client
 
 
@@ -232,3 +235,267 @@ async def test_serve_prints_url_and_stops_on_sigterm() -> None:
     finally:
         if proc.returncode is None:
             proc.kill()
+
+
+# --------------------------------------------------------------------------- streaming, tools, JSON, embeddings
+
+WEATHER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "description": "city name"},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        "hourly": {"type": "boolean"},
+    },
+    "required": ["city", "unit"],
+    "additionalProperties": False,
+}
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Forecast for a city.",
+                                                 "parameters": WEATHER_SCHEMA}}
+TIME_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}
+OTHER_TOOL = {"type": "function", "function": {"name": "get_time", "description": "Local time.",
+                                               "parameters": TIME_SCHEMA}}
+ANSWER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "minLength": 3},
+        # No "maximum": LiteLLM strips numeric/length/array bounds from Anthropic ``output_format``
+        # schemas, so the simulator (like Claude) never sees them; 1.5 would break ``maximum: 1``.
+        "score": {"type": "number", "minimum": 0},
+        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "verdict": {"type": "string", "enum": ["yes", "no"]},
+        "meta": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+    },
+    "required": ["title", "score", "tags", "verdict", "meta"],
+    "additionalProperties": False,
+}
+RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA, "strict": True}}
+# Where LiteLLM 1.106 sends tools / JSON: Ollama's /api/generate takes neither tools nor tool_choice.
+TOOL_PROVIDERS = ("openai", "anthropic", "ollama_chat")
+# claude-haiku-4-5 has native structured output in LiteLLM's model map: response_format becomes
+# ``output_format``; claude-3-5-haiku does not, so it becomes a forced ``json_tool_call`` tool.
+JSON_MODELS: dict[str, tuple[str, str]] = {
+    "openai": ("openai/gpt-4o-mini", "/v1"),
+    "anthropic-tool": ("anthropic/claude-3-5-haiku-20241022", ""),
+    "anthropic-native": ("anthropic/claude-haiku-4-5", ""),
+    "ollama": ("ollama/llama3.1", ""),
+    "ollama_chat": ("ollama_chat/llama3.1", ""),
+}
+
+
+def conforms(text: str | None, schema: dict[str, Any]) -> bool:
+    try:
+        jsonschema.validate(json.loads(text or ""), schema)
+    except (json.JSONDecodeError, jsonschema.ValidationError):
+        return False
+    return True
+
+
+async def collect(stream: Any) -> list[Any]:
+    return [chunk async for chunk in stream]
+
+
+def streamed_text(chunks: list[Any]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def stream_usage(chunks: list[Any]) -> Any:
+    """LiteLLM puts the provider's usage on the last chunk when ``include_usage`` is set."""
+    return next(c.usage for c in reversed(chunks) if getattr(c, "usage", None))
+
+
+@pytest.mark.parametrize("provider", ALL)
+async def test_stream_rebuilds_the_reply_with_usage(
+    sim: ProviderSimulator, ctl: SimulatorClient, provider: str
+) -> None:
+    plain = await complete(sim, provider, text="tell me a story")
+    chunks = await collect(await complete(sim, provider, text="tell me a story", stream=True,
+                                          stream_options={"include_usage": True}))
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 4
+    assert streamed_text(chunks) == plain.choices[0].message.content
+    usage = stream_usage(chunks)
+    assert (usage.prompt_tokens, usage.completion_tokens) == (plain.usage.prompt_tokens, 16)
+    built = litellm.stream_chunk_builder(chunks)
+    assert built.choices[0].message.content == plain.choices[0].message.content
+    assert built.usage.completion_tokens == 16
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    first, second = await ctl.requests()
+    assert (first["stream"], second["stream"]) == (False, True) and second["outcome"] == "ok"
+
+
+@pytest.mark.parametrize("provider", ["openai", "ollama_chat"])
+async def test_stream_chunks_arrive_over_time(sim: ProviderSimulator, ctl: SimulatorClient, provider: str) -> None:
+    await ctl.configure(stream_chunk_delay_ms=40, stream_chunk_words=4)
+    arrivals = []
+    async for chunk in await complete(sim, provider, stream=True):
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.perf_counter())
+    assert len(arrivals) == 4  # 16 words, 4 per chunk
+    assert arrivals[-1] - arrivals[0] >= 0.1
+
+
+@pytest.mark.parametrize("provider", ALL)
+async def test_stream_cut_raises_mid_stream(sim: ProviderSimulator, ctl: SimulatorClient, provider: str) -> None:
+    await ctl.set_rules([FaultRule(fault="stream_cut", times=1)])
+    response = await complete(sim, provider, stream=True)  # the 200 and the first chunks do arrive
+    received: list[Any] = []
+    with pytest.raises(Exception) as info:
+        async for chunk in response:
+            received.append(chunk)
+    assert streamed_text(received), f"no content before {info.value!r}"
+    # LiteLLM wraps a mid-stream failure so a Router could fall back, keeping what was generated.
+    error = info.value
+    assert isinstance(error, MidStreamFallbackError), repr(error)
+    assert error.is_pre_first_chunk is False and error.generated_content == streamed_text(received)
+    assert isinstance(error, litellm.ServiceUnavailableError)
+    assert isinstance(error.original_exception, litellm.APIConnectionError)  # "Response payload is not completed"
+    (entry,) = await ctl.requests()
+    assert (entry["outcome"], entry["status"], entry["stream"]) == ("stream_cut", 200, True)
+
+
+# stream_cut without streaming: the body stops half way through its Content-Length.
+CUT_BODY: dict[str, type[Exception]] = {"openai": I, "anthropic": I, "ollama": AC, "ollama_chat": AC}
+
+
+@pytest.mark.parametrize("provider", ALL)
+async def test_stream_cut_truncates_a_plain_reply(sim: ProviderSimulator, ctl: SimulatorClient, provider: str) -> None:
+    await ctl.set_rules([FaultRule(fault="stream_cut", times=1)])
+    with pytest.raises(Exception) as info:
+        await complete(sim, provider)
+    assert type(info.value) is CUT_BODY[provider], repr(info.value)
+    assert (await complete(sim, provider)).choices[0].message.content.startswith("sim reply")
+
+
+@pytest.mark.parametrize("provider", ALL)
+async def test_stream_error_fault_raises_before_first_chunk(
+    sim: ProviderSimulator, ctl: SimulatorClient, provider: str
+) -> None:
+    await ctl.set_rules([FaultRule(fault="rate_limit", times=1)])
+    with pytest.raises(litellm.RateLimitError):
+        stream = await complete(sim, provider, stream=True)
+        await collect(stream)  # some providers only raise on the first read; none yields a chunk first
+    chunks = await collect(await complete(sim, provider, stream=True))  # the fallback call
+    assert streamed_text(chunks).startswith("sim reply")
+
+
+@pytest.mark.parametrize("provider", TOOL_PROVIDERS)
+async def test_tool_call_and_two_turn_loop(sim: ProviderSimulator, ctl: SimulatorClient, provider: str) -> None:
+    messages: list[Any] = [{"role": "user", "content": "weather in Oslo?"}]
+    model, suffix, _ = PROVIDERS[provider]
+    kw = {"model": model, "api_base": sim.url + suffix, "api_key": KEY, "max_retries": 0, "num_retries": 0,
+          "tools": [WEATHER_TOOL, OTHER_TOOL]}
+    first = await litellm.acompletion(messages=messages, **kw)
+    (call,) = first.choices[0].message.tool_calls
+    assert call.function.name == "get_weather" and first.choices[0].finish_reason == "tool_calls"
+    args = json.loads(call.function.arguments)
+    jsonschema.validate(args, WEATHER_SCHEMA)
+    messages += [first.choices[0].message.model_dump(),
+                 {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'}]
+    second = await litellm.acompletion(messages=messages, **kw)
+    assert not second.choices[0].message.tool_calls
+    assert '{"temp_c": 21}' in second.choices[0].message.content
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_tool_choice_forced_and_none(sim: ProviderSimulator, ctl: SimulatorClient, provider: str) -> None:
+    forced = await complete(sim, provider, tools=[WEATHER_TOOL, OTHER_TOOL],
+                            tool_choice={"type": "function", "function": {"name": "get_time"}})
+    (call,) = forced.choices[0].message.tool_calls
+    assert call.function.name == "get_time" and json.loads(call.function.arguments) == {"tz": "sim tz"}
+    plain = await complete(sim, provider, tools=[WEATHER_TOOL], tool_choice="none")
+    assert not plain.choices[0].message.tool_calls and plain.choices[0].message.content.startswith("sim reply")
+
+
+@pytest.mark.parametrize("provider", TOOL_PROVIDERS)
+async def test_streamed_tool_call(sim: ProviderSimulator, ctl: SimulatorClient, provider: str) -> None:
+    plain = await complete(sim, provider, tools=[WEATHER_TOOL])
+    chunks = await collect(await complete(sim, provider, tools=[WEATHER_TOOL], stream=True))
+    built = litellm.stream_chunk_builder(chunks)
+    (call,) = built.choices[0].message.tool_calls
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == json.loads(plain.choices[0].message.tool_calls[0].function.arguments)
+    assert built.choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("target", JSON_MODELS)
+async def test_response_format_json_schema(sim: ProviderSimulator, ctl: SimulatorClient, target: str) -> None:
+    model, suffix = JSON_MODELS[target]
+    kw = {"model": model, "api_base": sim.url + suffix, "api_key": KEY, "max_retries": 0, "num_retries": 0,
+          "messages": [{"role": "user", "content": "rate this"}], "response_format": RESPONSE_FORMAT}
+    response = await litellm.acompletion(**kw)
+    assert conforms(response.choices[0].message.content, ANSWER_SCHEMA), response.choices[0].message.content
+    assert not response.choices[0].message.tool_calls
+    await ctl.set_rules([FaultRule(fault="invalid_json", times=1)])
+    broken = await litellm.acompletion(**kw)
+    assert not conforms(broken.choices[0].message.content, ANSWER_SCHEMA)
+    assert [e["outcome"] for e in await ctl.requests()] == ["ok", "invalid_json"]
+
+
+@pytest.mark.parametrize("target", JSON_MODELS)
+async def test_streamed_json_schema(sim: ProviderSimulator, ctl: SimulatorClient, target: str) -> None:
+    model, suffix = JSON_MODELS[target]
+    chunks = await collect(await litellm.acompletion(
+        model=model, api_base=sim.url + suffix, api_key=KEY, num_retries=0, stream=True,
+        messages=[{"role": "user", "content": "rate this"}], response_format=RESPONSE_FORMAT,
+    ))
+    assert conforms(streamed_text(chunks), ANSWER_SCHEMA), streamed_text(chunks)
+
+
+@pytest.mark.parametrize("provider", ["openai", "ollama", "ollama_chat"])
+async def test_response_format_json_object(sim: ProviderSimulator, ctl: SimulatorClient, provider: str) -> None:
+    response = await complete(sim, provider, response_format={"type": "json_object"})
+    answer = json.loads(response.choices[0].message.content)
+    assert answer["answer"].startswith("sim reply")
+    await ctl.set_rules([FaultRule(fault="invalid_json")])
+    broken = await complete(sim, provider, response_format={"type": "json_object"})
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(broken.choices[0].message.content)
+
+
+@pytest.mark.parametrize("provider", TOOL_PROVIDERS)
+async def test_invalid_json_breaks_tool_arguments(
+    sim: ProviderSimulator, ctl: SimulatorClient, provider: str
+) -> None:
+    await ctl.set_rules([FaultRule(fault="invalid_json")])
+    response = await complete(sim, provider, tools=[WEATHER_TOOL])
+    args = json.loads(response.choices[0].message.tool_calls[0].function.arguments)
+    assert "city" not in args
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(args, WEATHER_SCHEMA)
+
+
+def vector_of(item: Any) -> list[float]:
+    return item["embedding"] if isinstance(item, dict) else item.embedding
+
+
+EMBEDDERS: dict[str, tuple[str, str]] = {
+    "openai": ("openai/text-embedding-3-small", "/v1"),
+    "ollama": ("ollama/nomic-embed-text", ""),
+}
+
+
+@pytest.mark.parametrize("provider", EMBEDDERS)
+async def test_embeddings(sim: ProviderSimulator, ctl: SimulatorClient, provider: str,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # LiteLLM 1.106 reads ``max_retries or DEFAULT_MAX_RETRIES`` for OpenAI embeddings, so
+    # max_retries=0 alone still lets the SDK try three times; LiteLLMProvider sets the default to 0.
+    monkeypatch.setattr(litellm, "DEFAULT_MAX_RETRIES", 0)
+    model, suffix = EMBEDDERS[provider]
+    kw = {"model": model, "api_base": sim.url + suffix, "api_key": KEY, "max_retries": 0, "num_retries": 0}
+    response = await litellm.aembedding(input=["alpha", "beta", "alpha"], **kw)
+    vectors = [vector_of(d) for d in response.data]
+    assert [len(v) for v in vectors] == [8, 8, 8]
+    assert vectors[0] == vectors[2] != vectors[1]
+    assert all(abs(sum(x * x for x in v) - 1) < 1e-6 for v in vectors)
+    assert response.usage.prompt_tokens >= 1
+    single = await litellm.aembedding(input="alpha", dimensions=4, **kw)
+    assert len(vector_of(single.data[0])) == 4
+    await ctl.set_rules([FaultRule(fault="rate_limit", retry_after_s=0.01)])
+    with pytest.raises(litellm.RateLimitError):
+        await litellm.aembedding(input="alpha", **kw)
+    log = await ctl.requests()
+    expected = [("embedding", "ok")] * 2 + [("embedding", "rate_limit")]  # one call: retries are ours
+    assert [(e["kind"], e["outcome"]) for e in log] == expected
+    assert log[0]["path"] == {"openai": "/v1/embeddings", "ollama": "/api/embed"}[provider]
+    # LiteLLM's Ollama embedding call sends no Authorization header at all.
+    assert all(e["key_present"] is (provider == "openai") for e in log) and KEY not in json.dumps(log)

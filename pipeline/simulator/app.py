@@ -2,6 +2,13 @@
 
 A real socket server (not a mock transport) so LiteLLM's own provider code,
 HTTP clients, timeouts and exception mapping are exercised end to end.
+
+Endpoints: chat (``/v1/chat/completions``, ``/v1/messages``, ``/api/chat``,
+``/api/generate``; ``"stream": true`` streams SSE or NDJSON, see ``stream``) and
+embeddings (``/v1/embeddings``, ``/api/embed``, legacy ``/api/embeddings``). Every
+call goes through the fault book and the request log (never credentials). Error
+faults answer before any stream starts, so a caller can still fall back;
+``stream_cut`` instead drops the connection half way through a 200 reply.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import orjson
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from pipeline.simulator import wire
+from pipeline.simulator import stream, wire
 from pipeline.simulator.faults import (
     RUNTIME_FIELDS,
     Decision,
@@ -27,11 +34,13 @@ from pipeline.simulator.faults import (
     FaultRule,
     SimulatorConfig,
 )
+from pipeline.simulator.reply import plan_reply
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Request headers worth keeping for correlation; credentials are never in this list.
 LOGGED_HEADERS: tuple[str, ...] = ("x-request-id", "x-pipeline-request-id", "anthropic-version", "user-agent")
 _RULES = TypeAdapter(list[FaultRule])
+MAX_DIMENSIONS = 65_536  # a request's ``dimensions`` beyond this falls back to the configured size
 
 
 def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -126,6 +135,9 @@ class ProviderSimulator:
         for path, api in (("/v1/chat/completions", "openai"), ("/chat/completions", "openai"),
                           ("/v1/messages", "anthropic"), ("/api/generate", "ollama"), ("/api/chat", "ollama")):
             app.router.add_post(path, self._provider_handler(api))
+        for path, api in (("/v1/embeddings", "openai"), ("/embeddings", "openai"),
+                          ("/api/embed", "ollama"), ("/api/embeddings", "ollama")):
+            app.router.add_post(path, self._embedding_handler(api))
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._openai_models)
         app.router.add_get("/api/tags", self._ollama_tags)
@@ -146,28 +158,29 @@ class ProviderSimulator:
 
         return handle
 
-    async def _complete(self, request: web.Request, api: str) -> web.StreamResponse:
+    def _embedding_handler(self, api: str) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._embed(request, api)
+
+        return handle
+
+    async def _read_body(self, request: web.Request) -> dict[str, Any] | web.Response:
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             return _bad("request body is not valid JSON")
         if not isinstance(body, dict):
             return _bad("request body must be a JSON object")
-        model = str(body.get("model", ""))
-        cfg = self.config
-        decision = self.book.decide(model, api)
-        self._seq += 1
-        seq = self._seq
-        prompt_tokens = cfg.prompt_tokens or wire.estimate_tokens(wire.prompt_texts(api, body))
-        delay_ms = cfg.latency_ms + decision.extra_latency_ms
-        if cfg.latency_jitter_ms:
-            delay_ms += self._jitter.uniform(0, cfg.latency_jitter_ms)
-        hang_s = decision.rule.hang_s if decision.fault == "timeout" and decision.rule else 0.0
-        response = self._respond(api, request.path, model, body, decision, prompt_tokens, seq)
-        response.headers["x-request-id"] = f"sim-{seq}"
-        # Logged before sleeping so a caller that timed out can already see its request.
-        usage = (prompt_tokens, cfg.completion_tokens if decision.fault in (None, "timeout") else 0)
-        self._record(request, api, model, body, decision, response.status, delay_ms + hang_s * 1000, seq, usage)
+        return body
+
+    def _delay_ms(self, decision: Decision) -> float:
+        delay_ms = self.config.latency_ms + decision.extra_latency_ms
+        if self.config.latency_jitter_ms:
+            delay_ms += self._jitter.uniform(0, self.config.latency_jitter_ms)
+        return delay_ms
+
+    async def _wait(self, delay_ms: float, hang_s: float) -> None:
+        """Latency, then a timeout fault's hang (cut short when the server stops)."""
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
         if hang_s > 0:
@@ -175,29 +188,141 @@ class ProviderSimulator:
                 await asyncio.wait_for(self._closing.wait(), timeout=hang_s)
             except TimeoutError:
                 pass
-        return response
 
-    def _respond(
-        self, api: str, path: str, model: str, body: dict[str, Any], decision: Decision, prompt_tokens: int, seq: int
-    ) -> web.Response:
+    async def _complete(self, request: web.Request, api: str) -> web.StreamResponse:
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
+        model = str(body.get("model", ""))
+        cfg = self.config
+        decision = self.book.decide(model, api)
+        self._seq += 1
+        seq = self._seq
+        prompt_tokens = cfg.prompt_tokens or wire.estimate_tokens(wire.prompt_texts(api, body))
+        delay_ms = self._delay_ms(decision)
+        hang_s = decision.rule.hang_s if decision.fault == "timeout" and decision.rule else 0.0
+        streaming = body.get("stream") is True
+        error = self._error_reply(api, model, decision, prompt_tokens)
+        reply = None if error is not None else plan_reply(
+            api, model, body, cfg.completion_tokens, seq=seq, invalid_json=decision.fault == "invalid_json"
+        )
+        status = error.status if error is not None else 200
+        # What the reply's usage says: none for error replies or a cut reply (it never gets there).
+        completion = cfg.completion_tokens if decision.fault in (None, "timeout", "invalid_json") else 0
+        # Logged before sleeping so a caller that timed out can already see its request.
+        self._record(request, api, model, body, decision, status, delay_ms + hang_s * 1000, seq,
+                     (prompt_tokens, completion), kind="chat", streamed=streaming and error is None)
+        await self._wait(delay_ms, hang_s)
+        if error is not None:
+            error.headers["x-request-id"] = f"sim-{seq}"
+            return error
+        assert reply is not None
+        if streaming:
+            options = body.get("stream_options")
+            include_usage = isinstance(options, dict) and options.get("include_usage") is True
+            frames = stream.frames_for(
+                api, request.path, model, reply, prompt_tokens, cfg.completion_tokens, seq=seq,
+                created=int(time.time()), words=cfg.stream_chunk_words, include_usage=include_usage,
+            )
+            return await self._send_stream(request, frames, seq, cut=decision.fault == "stream_cut")
+        payload = wire.success_body(
+            api, request.path, model, reply.content, prompt_tokens, cfg.completion_tokens, seq=seq,
+            created=int(time.time()), tool_call=reply.tool_call,
+        )
+        return await self._send_json(request, payload, seq, cut=decision.fault == "stream_cut")
+
+    def _error_reply(self, api: str, model: str, decision: Decision, prompt_tokens: int) -> web.Response | None:
+        """The reply for an error fault (or malformed), or ``None`` when the request gets a 200 reply."""
         fault, rule = decision.fault, decision.rule
         if fault == "malformed":
             return web.Response(body=wire.MALFORMED_BODY, content_type="application/json")
-        if fault is not None and fault != "timeout" and rule is not None:
-            status, payload, headers = wire.error_response(
-                api, fault, model, prompt_tokens=prompt_tokens, retry_after_s=rule.retry_after_s, status=rule.status
-            )
-            return _json(payload, status=status, headers=headers)
-        cfg = self.config
-        content = wire.reply_text(model, wire.last_user_text(api, body), cfg.completion_tokens)
-        payload = wire.success_body(
-            api, path, model, content, prompt_tokens, cfg.completion_tokens, seq=seq, created=int(time.time())
+        if fault in (None, "timeout", "stream_cut", "invalid_json") or rule is None:
+            return None
+        status, payload, headers = wire.error_response(
+            api, fault, model, prompt_tokens=prompt_tokens, retry_after_s=rule.retry_after_s, status=rule.status
         )
-        return _json(payload)
+        return _json(payload, status=status, headers=headers)
+
+    async def _send_json(self, request: web.Request, payload: object, seq: int, *, cut: bool) -> web.StreamResponse:
+        """A JSON reply; ``cut`` announces the full length, sends half the bytes and drops the connection."""
+        data = orjson.dumps(payload)
+        if not cut:
+            return web.Response(body=data, content_type="application/json", headers={"x-request-id": f"sim-{seq}"})
+        response = web.StreamResponse(headers={"x-request-id": f"sim-{seq}"})
+        response.content_type = "application/json"
+        response.content_length = len(data)
+        await response.prepare(request)
+        await response.write(data[: len(data) // 2])
+        return self._drop(request, response)
+
+    async def _send_stream(
+        self, request: web.Request, frames: stream.Frames, seq: int, *, cut: bool
+    ) -> web.StreamResponse:
+        """Write the frames (chunked), pausing ``stream_chunk_delay_ms`` between them."""
+        response = web.StreamResponse(headers={"x-request-id": f"sim-{seq}", "cache-control": "no-cache"})
+        response.content_type = frames.media_type
+        await response.prepare(request)
+        for index, frame in enumerate(frames.cut() if cut else frames.complete()):
+            delay_ms = self.config.stream_chunk_delay_ms
+            if index and delay_ms > 0:
+                await asyncio.sleep(delay_ms / 1000)
+            await response.write(frame)
+        if cut:
+            return self._drop(request, response)
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    def _drop(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        """Close the socket after flushing what was written: no terminating chunk, a truncated body.
+
+        aiohttp's ``write_eof`` then fails with a ``ConnectionError``, which it treats as
+        a client disconnect (nothing logged, nothing more sent).
+        """
+        response.force_close()
+        if request.transport is not None:
+            request.transport.close()
+        return response
+
+    async def _embed(self, request: web.Request, api: str) -> web.StreamResponse:
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
+        model = str(body.get("model", ""))
+        cfg = self.config
+        decision = self.book.decide(model, api)
+        self._seq += 1
+        seq = self._seq
+        texts = wire.embedding_inputs(body)
+        prompt_tokens = cfg.prompt_tokens or wire.estimate_tokens(texts)
+        delay_ms = self._delay_ms(decision)
+        hang_s = decision.rule.hang_s if decision.fault == "timeout" and decision.rule else 0.0
+        error = self._error_reply(api, model, decision, prompt_tokens)
+        self._record(request, api, model, body, decision, error.status if error is not None else 200,
+                     delay_ms + hang_s * 1000, seq, (prompt_tokens, 0), kind="embedding", streamed=False)
+        await self._wait(delay_ms, hang_s)
+        if error is not None:
+            error.headers["x-request-id"] = f"sim-{seq}"
+            return error
+        dimensions = body.get("dimensions")
+        if not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= MAX_DIMENSIONS:
+            dimensions = cfg.embedding_dimensions
+        vectors = [wire.embedding_vector(text, dimensions) for text in texts]
+        payload: dict[str, Any]
+        if api == "openai":
+            fmt = body.get("encoding_format")
+            fmt = fmt if isinstance(fmt, str) else None
+            payload = wire.openai_embeddings(model, vectors, prompt_tokens, encoding_format=fmt)
+        elif request.path.endswith("/embeddings"):
+            payload = wire.ollama_embeddings_legacy(vectors)
+        else:
+            payload = wire.ollama_embed(model, vectors, prompt_tokens)
+        return await self._send_json(request, payload, seq, cut=decision.fault == "stream_cut")
 
     def _record(
         self, request: web.Request, api: str, model: str, body: dict[str, Any],
         decision: Decision, status: int, latency_ms: float, seq: int, usage: tuple[int, int],
+        *, kind: str, streamed: bool,
     ) -> None:
         headers = {name: request.headers[name] for name in LOGGED_HEADERS if name in request.headers}
         entry: dict[str, Any] = {
@@ -208,6 +333,8 @@ class ProviderSimulator:
             "model": model,
             "outcome": decision.outcome,
             "status": status,
+            "kind": kind,  # "chat" or "embedding"
+            "stream": streamed,  # a streamed (SSE/NDJSON) 200 reply
             "latency_ms": round(latency_ms, 3),
             # What the reply's usage says (0 completion tokens for error replies).
             "prompt_tokens": usage[0],

@@ -23,6 +23,10 @@ FaultKind = Literal[
     "auth",
     "bad_request",
     "content_policy",
+    # Not error replies: a 200 whose stream (or body) is dropped half way, and
+    # structured output / tool arguments that do not conform to the schema.
+    "stream_cut",
+    "invalid_json",
 ]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
@@ -148,6 +152,9 @@ class SimulatorConfig(BaseModel):
     seed: int = 0
     rules: list[FaultRule] = Field(default_factory=list)
     request_log_size: int = Field(100_000, ge=1)
+    stream_chunk_words: int = Field(2, ge=1, description="words per streamed delta (several chunks per reply)")
+    stream_chunk_delay_ms: float = Field(0.0, ge=0, description="pause between streamed chunks")
+    embedding_dimensions: int = Field(8, ge=1, le=65_536, description="vector size unless the request sets one")
     models: list[str] = Field(
         default_factory=lambda: ["gpt-4o-mini", "claude-3-5-haiku-20241022", "llama3.1"],
         description="advertised by /v1/models and /api/tags (any model name is served)",
@@ -156,5 +163,8 @@ class SimulatorConfig(BaseModel):
 
 # Fields the control API may change at runtime (PATCH /_sim/config).
 RUNTIME_FIELDS: frozenset[str] = frozenset(
-    {"latency_ms", "latency_jitter_ms", "completion_tokens", "prompt_tokens"}
+    {
+        "latency_ms", "latency_jitter_ms", "completion_tokens", "prompt_tokens",
+        "stream_chunk_words", "stream_chunk_delay_ms", "embedding_dimensions",
+    }
 )

@@ -4,11 +4,22 @@ Everything here is a cheap function of its arguments so the server stays fast
 and deterministic, and so the shapes can be checked against LiteLLM in one place.
 Error texts are chosen to hit LiteLLM's exception mapping (see
 ``litellm/litellm_core_utils/exception_mapping_utils.py``).
+
+Chat bodies carry either text or one tool call (``ToolCall``: OpenAI ``tool_calls``,
+Anthropic ``tool_use`` block, Ollama ``message.tool_calls``); embedding bodies carry
+deterministic unit vectors. What to answer is decided in ``reply``; streamed
+shapes live in ``stream``.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import math
+import random
+import struct
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,9 +90,48 @@ def reply_text(model: str, user_text: str, n_words: int) -> str:
 # --------------------------------------------------------------------------- successes
 
 
+@dataclass(frozen=True)
+class ToolCall:
+    """The one tool call a reply makes; ``seq`` makes the provider-style ids unique."""
+
+    name: str
+    arguments: dict[str, Any]
+    seq: int = 0
+
+    @property
+    def arguments_json(self) -> str:
+        """The arguments as OpenAI sends them: one JSON string (spaced, so a stream splits it)."""
+        return json.dumps(self.arguments, ensure_ascii=False)
+
+    @property
+    def openai_id(self) -> str:
+        return f"call_sim_{self.seq}"
+
+    @property
+    def anthropic_id(self) -> str:
+        return f"toolu_sim_{self.seq}"
+
+
+def openai_tool_call(call: ToolCall) -> JsonDict:
+    return {"id": call.openai_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments_json}}
+
+
+def anthropic_tool_use(call: ToolCall) -> JsonDict:
+    return {"type": "tool_use", "id": call.anthropic_id, "name": call.name, "input": call.arguments}
+
+
+def ollama_tool_call(call: ToolCall) -> JsonDict:
+    """Ollama sends arguments as an object, not a string, and no id."""
+    return {"function": {"name": call.name, "arguments": call.arguments}}
+
+
 def openai_chat(
-    model: str, content: str, prompt_tokens: int, completion_tokens: int, *, seq: int, created: int
+    model: str, content: str | None, prompt_tokens: int, completion_tokens: int, *, seq: int, created: int,
+    tool_call: ToolCall | None = None,
 ) -> JsonDict:
+    message: JsonDict = {"role": "assistant", "content": content, "refusal": None}
+    if tool_call is not None:
+        message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [openai_tool_call(tool_call)]}
     return {
         "id": f"chatcmpl-sim-{seq}",
         "object": "chat.completion",
@@ -91,9 +141,9 @@ def openai_chat(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": "stop" if tool_call is None else "tool_calls",
             }
         ],
         "usage": {
@@ -104,23 +154,31 @@ def openai_chat(
     }
 
 
-def anthropic_message(model: str, content: str, prompt_tokens: int, completion_tokens: int, *, seq: int) -> JsonDict:
+def anthropic_message(
+    model: str, content: str | None, prompt_tokens: int, completion_tokens: int, *, seq: int,
+    tool_call: ToolCall | None = None,
+) -> JsonDict:
+    block = {"type": "text", "text": content or ""} if tool_call is None else anthropic_tool_use(tool_call)
     return {
         "id": f"msg_sim_{seq}",
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": content}],
-        "stop_reason": "end_turn",
+        "content": [block],
+        "stop_reason": "end_turn" if tool_call is None else "tool_use",
         "stop_sequence": None,
         "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
     }
 
 
+def ollama_now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _ollama_common(model: str, prompt_tokens: int, completion_tokens: int) -> JsonDict:
     return {
         "model": model,
-        "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "created_at": ollama_now(),
         "done": True,
         "done_reason": "stop",
         "total_duration": 1_000_000,
@@ -137,23 +195,31 @@ def ollama_generate(model: str, content: str, prompt_tokens: int, completion_tok
     return {**_ollama_common(model, prompt_tokens, completion_tokens), "response": content, "context": []}
 
 
-def ollama_chat(model: str, content: str, prompt_tokens: int, completion_tokens: int) -> JsonDict:
+def ollama_chat(
+    model: str, content: str | None, prompt_tokens: int, completion_tokens: int, *, tool_call: ToolCall | None = None
+) -> JsonDict:
     """Non-streaming ``/api/chat`` body (LiteLLM ``ollama_chat/``)."""
-    message = {"role": "assistant", "content": content}
+    message: JsonDict = {"role": "assistant", "content": content or ""}
+    if tool_call is not None:
+        message["tool_calls"] = [ollama_tool_call(tool_call)]
     return {**_ollama_common(model, prompt_tokens, completion_tokens), "message": message}
 
 
 def success_body(
-    api: str, path: str, model: str, content: str, pt: int, ct: int, *, seq: int, created: int
+    api: str, path: str, model: str, content: str | None, pt: int, ct: int, *, seq: int, created: int,
+    tool_call: ToolCall | None = None,
 ) -> JsonDict:
-    """The success reply for ``api``; Ollama's shape depends on the endpoint path."""
+    """The success reply for ``api``; Ollama's shape depends on the endpoint path.
+
+    ``/api/generate`` has no tools, so a tool call there is never asked for.
+    """
     if api == "openai":
-        return openai_chat(model, content, pt, ct, seq=seq, created=created)
+        return openai_chat(model, content, pt, ct, seq=seq, created=created, tool_call=tool_call)
     if api == "anthropic":
-        return anthropic_message(model, content, pt, ct, seq=seq)
+        return anthropic_message(model, content, pt, ct, seq=seq, tool_call=tool_call)
     if path.endswith("/generate"):
-        return ollama_generate(model, content, pt, ct)
-    return ollama_chat(model, content, pt, ct)
+        return ollama_generate(model, content or "", pt, ct)
+    return ollama_chat(model, content, pt, ct, tool_call=tool_call)
 
 
 def openai_models(models: list[str], created: int) -> JsonDict:
@@ -171,6 +237,66 @@ def ollama_tags(models: list[str]) -> JsonDict:
             for m in models
         ]
     }
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+def embedding_inputs(body: JsonDict) -> list[str]:
+    """The texts an embedding request carries: ``input`` (str or list) or legacy Ollama ``prompt``.
+
+    Token-id inputs (OpenAI allows lists of ints) are embedded by their JSON text.
+    """
+    raw = body["input"] if "input" in body else body.get("prompt", "")
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list):
+        if raw and all(isinstance(x, int) for x in raw):
+            return [json.dumps(raw)]
+        return [x if isinstance(x, str) else json.dumps(x) for x in raw]
+    return [json.dumps(raw)]
+
+
+def embedding_vector(text: str, dimensions: int) -> list[float]:
+    """A unit vector seeded by the text alone: same text, same vector, any model or call.
+
+    A shorter vector is the normalised prefix of a longer one (like OpenAI's ``dimensions``).
+    """
+    seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+    rng = random.Random(seed)
+    values = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]
+
+
+def _b64_floats(vector: list[float]) -> str:
+    """OpenAI's ``encoding_format="base64"``: little-endian float32 bytes."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def openai_embeddings(
+    model: str, vectors: list[list[float]], prompt_tokens: int, *, encoding_format: str | None = None
+) -> JsonDict:
+    def encoded(vector: list[float]) -> list[float] | str:
+        return _b64_floats(vector) if encoding_format == "base64" else vector
+
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": encoded(v)} for i, v in enumerate(vectors)],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
+
+
+def ollama_embed(model: str, vectors: list[list[float]], prompt_tokens: int) -> JsonDict:
+    """``/api/embed`` (what LiteLLM ``ollama/`` embeddings call)."""
+    return {"model": model, "embeddings": vectors, "total_duration": 1_000_000, "load_duration": 0,
+            "prompt_eval_count": prompt_tokens}
+
+
+def ollama_embeddings_legacy(vectors: list[list[float]]) -> JsonDict:
+    """Legacy ``/api/embeddings``: one ``prompt`` in, one ``embedding`` out."""
+    return {"embedding": vectors[0] if vectors else []}
 
 
 # --------------------------------------------------------------------------- errors
@@ -197,9 +323,10 @@ def error_response(
 ) -> tuple[int, JsonDict, dict[str, str]]:
     """``(status, body, headers)`` of a provider's error reply for one fault.
 
-    Raises ``ValueError`` for faults that are not an error body (timeout, malformed).
+    Raises ``ValueError`` for faults that are not an error body (timeout, malformed,
+    stream_cut, invalid_json).
     """
-    if fault in ("timeout", "malformed"):
+    if fault in ("timeout", "malformed", "stream_cut", "invalid_json"):
         raise ValueError(f"{fault} is not an error response")
     code = status if fault == "server_error" else _STATUS[fault]
     headers = {"retry-after": f"{retry_after_s:g}"} if fault == "rate_limit" else {}

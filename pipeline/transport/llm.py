@@ -6,6 +6,7 @@ the call stage sees only `ProviderClient`, `ProviderResponse` and `ProviderError
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -134,10 +135,17 @@ class LiteLLMProvider:
     """Calls providers through `litellm.acompletion`, one attempt per call (retries are ours)."""
 
     def __init__(self) -> None:
+        # A worker never fetches LiteLLM's price map or Anthropic beta-header table from GitHub at
+        # run time: the bundled copies serve (set either variable to False to change that).
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        os.environ.setdefault("LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "True")
         import litellm  # imported here: it is slow, and the rest of the package must not pay for it
 
         litellm.suppress_debug_info = True
         litellm.drop_params = True  # a parameter one provider lacks must not fail a fallback
+        # Retries are ours (stages/retry.py). LiteLLM's OpenAI embedding path reads
+        # `max_retries or DEFAULT_MAX_RETRIES`, so max_retries=0 alone still retried twice.
+        litellm.DEFAULT_MAX_RETRIES = 0
         self._acompletion = litellm.acompletion
 
     async def complete(

@@ -15,7 +15,13 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from pipeline.contracts import CompletionChunk, CompletionReply, ErrorCode
-from tests.integration.kafka_helpers import encode, eventually, produce, read_topic, request_doc
+from tests.integration.kafka_helpers import (
+    encode,
+    eventually,
+    produce,
+    read_topic,
+    request_doc,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -215,6 +221,9 @@ async def test_embeddings_are_routed_budgeted_and_recorded(settings, start_worke
     replies, _ = await replies_and_chunks(settings, 2)
     assert replies["emb-2"].status == "ok" and replies["emb-2"].model == "sim-nomic-embed"  # the Ollama fallback
     assert len(replies["emb-2"].embeddings or []) == 1
+    ours = [a for a in replies["emb-2"].attempts if a.model == "sim-embed-small"]
+    theirs = [r for r in await sim.requests() if r["model"] == "text-embedding-3-small" and r["outcome"] != "ok"]
+    assert len(theirs) == len(ours) >= 1  # every provider call is one of our attempts: no hidden SDK retries
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
