@@ -146,16 +146,22 @@ def send(
     max_cost_usd: Optional[float] = None,
     request_id: Annotated[Optional[str], typer.Option(help="Defaults to a new UUID.")] = None,
     reply_to: Optional[str] = None,
+    template: Annotated[Optional[str], typer.Option(help="A template in config/templates.yaml.")] = None,
+    var: Annotated[Optional[list[str]], typer.Option("--var", help="Template variable NAME=VALUE (repeat).")] = None,
+    stream: Annotated[bool, typer.Option(help="Print the answer as it streams, then the reply.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 60.0,
 ) -> None:
     """Publish one request, wait for its reply, print it. Exit 1 on an error reply, 3 on timeout.
 
-    Example: pipeline send -t summarize -m "Summarise: Kafka is a log."
+    Built on `pipeline.client.PipelineClient`.
+
+    Examples: pipeline send -t summarize -m "Summarise: Kafka is a log."
+              pipeline send -t summarize --template summarize-ticket --var ticket="Printer on fire" --stream
     """
     from pydantic import ValidationError
 
     from pipeline.client import PipelineClient, ReplyTimeout
-    from pipeline.contracts import CompletionRequest
+    from pipeline.contracts import CompletionChunk, CompletionRequest
 
     settings = _settings()
     doc: dict = json.loads(file.read_text()) if file else {}
@@ -163,9 +169,17 @@ def send(
         doc["messages"] = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": message}
         ]
+    if template is not None:
+        doc["template"] = template
+    for assignment in var or ():
+        name, sep, value = assignment.partition("=")
+        if not sep:
+            err.print(f"[red]--var {assignment!r}:[/red] expected NAME=VALUE")
+            raise typer.Exit(2)
+        doc.setdefault("variables", {})[name] = value
     flags = {"task_type": task_type, "tenant": tenant, "model": model, "max_tokens": max_tokens,
              "temperature": temperature, "max_cost_usd": max_cost_usd, "reply_to": reply_to,
-             "request_id": request_id}
+             "request_id": request_id, "stream": stream or None}
     doc.update({key: value for key, value in flags.items() if value is not None})  # flags win over the file
     doc.setdefault("task_type", "default")
     doc.setdefault("request_id", str(uuid.uuid4()))
@@ -178,7 +192,17 @@ def send(
     async def main() -> int:
         async with PipelineClient(settings, reply_topic=request.reply_to) as client:
             try:
-                reply = await client.complete(request, timeout=timeout)
+                if request.stream:
+                    reply = None
+                    async for event in client.stream(request, timeout=timeout):
+                        if isinstance(event, CompletionChunk):
+                            err.print(event.delta, end="", highlight=False, markup=False)
+                        else:
+                            reply = event
+                    err.print()
+                    assert reply is not None
+                else:
+                    reply = await client.complete(request, timeout=timeout)
             except ReplyTimeout as exc:
                 err.print(f"[red]timeout:[/red] {exc}")
                 return 3

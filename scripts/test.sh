@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install, fetch the Apache Kafka jars from Maven
-# Central, install redis-server if missing (Debian's package), then pytest (the suite starts one Kafka broker and one provider simulator itself).
+# Central, install redis-server if missing (Debian's package), install the Node.js client
+# example's packages (npm ci), then pytest (the suite starts one Kafka broker and one provider
+# simulator itself).
 # Extra arguments go to pytest, e.g.  scripts/test.sh -m "not slow"  or  scripts/test.sh tests/unit
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,12 @@ if ! command -v redis-server >/dev/null; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 echo "==> Apache Kafka jars: $("$PY" -m pipeline.local.apache_kafka fetch)"
+# The other-language client example (kafkajs from the npm registry) runs against the same broker.
+command -v npm >/dev/null || { echo "Node.js and npm are required for the examples/node client test" >&2; exit 1; }
+if [ ! -d examples/node/node_modules/kafkajs ]; then
+  echo "==> npm ci (examples/node)"
+  (cd examples/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 
 export LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS=True
 set +e
