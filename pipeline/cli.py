@@ -196,7 +196,7 @@ def send(
                     reply = None
                     async for event in client.stream(request, timeout=timeout):
                         if isinstance(event, CompletionChunk):
-                            err.print(event.delta, end="", highlight=False, markup=False)
+                            err.print(event.delta, end="", highlight=False, markup=False, soft_wrap=True)
                         else:
                             reply = event
                     err.print()

@@ -55,6 +55,20 @@ async def test_send_round_trips_and_exits_by_status(settings, start_worker) -> N
     assert json.loads(out)["error"]["code"] == "unknown_model"
 
 
+async def test_send_a_template_streamed(settings, start_worker) -> None:  # noqa: ANN001
+    await start_worker()
+    code, out, err = await run_cli("send", "-t", "summarize", "--template", "summarize-ticket",
+                                   "--var", "ticket=Printer 7 is on fire", "--var", "language=French", "--stream",
+                                   "--request-id", "cli-tpl", env=cli_env(settings))
+    assert code == 0, err
+    reply = json.loads(out)
+    assert reply["status"] == "ok" and reply["stream_chunks"] > 0 and "Printer 7" in reply["content"]
+    assert reply["content"] in err  # the streamed text was printed as it arrived
+    code, out, err = await run_cli("send", "-t", "summarize", "--template", "summarize-ticket", "--var", "tickt",
+                                   env=cli_env(settings))
+    assert code == 2 and "expected NAME=VALUE" in err
+
+
 async def test_send_from_file_and_timeout(settings, start_worker, tmp_path: Path) -> None:  # noqa: ANN001
     await start_worker()
     doc = request_doc("cli-file", "classify", tenant="globex")
