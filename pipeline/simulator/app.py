@@ -19,6 +19,7 @@ import signal
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -49,6 +50,14 @@ def _json(data: object, status: int = 200, headers: dict[str, str] | None = None
 
 def _bad(message: str) -> web.Response:
     return _json({"error": message}, status=400)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    body: dict[str, Any]
+    model: str
+    decision: Decision
+    seq: int
 
 
 class ProviderSimulator:
@@ -164,14 +173,18 @@ class ProviderSimulator:
 
         return handle
 
-    async def _read_body(self, request: web.Request) -> dict[str, Any] | web.Response:
+    async def _admit(self, request: web.Request, api: str) -> _Call | web.Response:
+        """Parse the body, decide its fault (if any) and number the call; a 400 for a bad body."""
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             return _bad("request body is not valid JSON")
         if not isinstance(body, dict):
             return _bad("request body must be a JSON object")
-        return body
+        model = str(body.get("model", ""))
+        decision = self.book.decide(model, api)
+        self._seq += 1
+        return _Call(body, model, decision, self._seq)
 
     def _delay_ms(self, decision: Decision) -> float:
         delay_ms = self.config.latency_ms + decision.extra_latency_ms
@@ -190,14 +203,11 @@ class ProviderSimulator:
                 pass
 
     async def _complete(self, request: web.Request, api: str) -> web.StreamResponse:
-        body = await self._read_body(request)
-        if isinstance(body, web.Response):
-            return body
-        model = str(body.get("model", ""))
+        call = await self._admit(request, api)
+        if isinstance(call, web.Response):
+            return call
+        body, model, decision, seq = call.body, call.model, call.decision, call.seq
         cfg = self.config
-        decision = self.book.decide(model, api)
-        self._seq += 1
-        seq = self._seq
         prompt_tokens = cfg.prompt_tokens or wire.estimate_tokens(wire.prompt_texts(api, body))
         delay_ms = self._delay_ms(decision)
         hang_s = decision.rule.hang_s if decision.fault == "timeout" and decision.rule else 0.0
@@ -285,14 +295,11 @@ class ProviderSimulator:
         return response
 
     async def _embed(self, request: web.Request, api: str) -> web.StreamResponse:
-        body = await self._read_body(request)
-        if isinstance(body, web.Response):
-            return body
-        model = str(body.get("model", ""))
+        call = await self._admit(request, api)
+        if isinstance(call, web.Response):
+            return call
+        body, model, decision, seq = call.body, call.model, call.decision, call.seq
         cfg = self.config
-        decision = self.book.decide(model, api)
-        self._seq += 1
-        seq = self._seq
         texts = wire.embedding_inputs(body)
         prompt_tokens = cfg.prompt_tokens or wire.estimate_tokens(texts)
         delay_ms = self._delay_ms(decision)

@@ -19,17 +19,11 @@ from pipeline.state.health import (
     RedisHealth,
     health_from_settings,
 )
+from tests.fakes import FakeClock
 
 D = "gpt-4o-mini@openai-eu"
 FAIL = {"allowed_fails": 3, "window_s": 0.3, "cooldown_s": 0.3}
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Harness:

@@ -22,18 +22,12 @@ from pipeline.state import (
     RedisStore,
     processed_store_from_settings,
 )
+from tests.fakes import FakeClock
 
 SHORT = 0.2  # a lease or TTL that tests let lapse
 PAST = 0.25  # how far to move time to pass SHORT (a real sleep on Redis)
 REPLY = b'{"ok":true}\x00\xff binary-safe'
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

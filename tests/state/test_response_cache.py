@@ -24,19 +24,13 @@ from pipeline.state.response_cache import (
     ResponseCache,
     response_cache_from_settings,
 )
+from tests.fakes import FakeClock
 
 SHORT = 0.2  # a TTL that tests let lapse
 PAST = 0.3  # how far to move time to pass SHORT (a real sleep on Redis)
 VALUE = b'{"content":"hi"}\x00\xff binary-safe'
 KEY = "0" * 64
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
