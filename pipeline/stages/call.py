@@ -96,7 +96,7 @@ class CallContext:
     deadline: float | None = None  # epoch seconds
     rng: random.Random = field(default_factory=random.Random)
     on_delta: StreamSink | None = None  # streaming requests: where text deltas go
-    cache: AnswerCache | None = None  # None, or the request opted out
+    cache: AnswerCache | None = None  # answers a request unless it opted out (`cache: false`)
 
     def remaining_s(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.time()
@@ -201,14 +201,11 @@ async def _attempt(
         with tracing.attempt_span({"llm.model": spec.name, "llm.deployment": deployment.name,
                                    "llm.attempt": number, "llm.request_id": request.request_id}) as span:
             try:
-                if ctx.on_delta is not None:
-                    response = await ctx.provider.complete(deployment, request, timeout_s=timeout_s,
-                                                           on_delta=partial(ctx.on_delta, spec.name))
-                else:
-                    response = await ctx.provider.complete(deployment, request, timeout_s=timeout_s)
+                sink = partial(ctx.on_delta, spec.name) if ctx.on_delta is not None else None
+                response = await ctx.provider.complete(deployment, request, timeout_s=timeout_s, on_delta=sink)
                 cost = call_cost(spec, response.prompt_tokens, response.completion_tokens, deployment.litellm_model)
-                check = check_structured(request.response_format, response.content) if not response.tool_calls \
-                    else check_structured(None, None)
+                # A tool call is the answer's alternative to content: nothing to validate as JSON.
+                check = check_structured(None if response.tool_calls else request.response_format, response.content)
                 parsed = check.parsed
                 if not check.ok:  # paid for, but unusable: an error of its own class
                     error = ProviderError(ErrorCode.INVALID_STRUCTURED_OUTPUT, f"{spec.name}: {check.problem}",

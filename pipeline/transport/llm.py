@@ -10,7 +10,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from pipeline.catalog import ModelSpec
@@ -235,13 +235,7 @@ class LiteLLMProvider:
                                 after_output=delivered > 0) from None
         if built is None:
             raise ProviderError(ErrorCode.MALFORMED_RESPONSE, f"{spec.name}: the stream carried no chunks")
-        parsed = _parse(built, spec)
-        return ProviderResponse(
-            content=parsed.content, prompt_tokens=parsed.prompt_tokens, completion_tokens=parsed.completion_tokens,
-            finish_reason=parsed.finish_reason, cached_tokens=parsed.cached_tokens,
-            reasoning_tokens=parsed.reasoning_tokens, tool_calls=parsed.tool_calls, streamed_chunks=delivered,
-            ttft_ms=ttft_ms,
-        )
+        return replace(_parse(built, spec), streamed_chunks=delivered, ttft_ms=ttft_ms)
 
     async def _embed(
         self, spec: ModelSpec, request: CompletionRequest, kwargs: dict[str, Any], secrets: tuple[str, ...]

@@ -253,8 +253,7 @@ class RequestHandler:
         spend = _RequestSpend(self, catalog, request) if self._budget is not None else None
         chunks = self._chunk_publisher(record, request) if request.stream else None
         ctx = CallContext(self._provider, self._settings.provider_timeout_s, self._pool, spend,
-                          request_deadline(request, record.timestamp_ms), on_delta=chunks,
-                          cache=self._cache if request.cache else None)
+                          request_deadline(request, record.timestamp_ms), on_delta=chunks, cache=self._cache)
         try:
             outcome, usage = await self._call(request, plan, ctx)
         except BaseException:
@@ -280,11 +279,13 @@ class RequestHandler:
         )
         return Served(reply, usage)
 
+    def _reply_target(self, record: SourceRecord, reply_to: str | None, request_id: str) -> tuple[str, bytes]:
+        """Topic and key of a request's reply (and of its chunks: same partition, in order)."""
+        return reply_to or self._settings.topic_replies, record.key if record.key is not None else request_id.encode()
+
     def _chunk_publisher(self, record: SourceRecord, request: CompletionRequest) -> ChunkPublisher:
-        """Chunks go where the reply goes, under the reply's key: same partition, in order."""
-        key = record.key if record.key is not None else request.request_id.encode()
-        return ChunkPublisher(self._publisher, request.reply_to or self._settings.topic_replies, key,
-                              request.request_id)
+        topic, key = self._reply_target(record, request.reply_to, request.request_id)
+        return ChunkPublisher(self._publisher, topic, key, request.request_id)
 
     async def _call(
         self, request: CompletionRequest, plan: RoutePlan, ctx: CallContext
@@ -370,9 +371,5 @@ class RequestHandler:
         metrics.observe_reply("", reply, 0.0)
 
     async def _publish_reply_bytes(self, record: SourceRecord, reply_to: str | None, request_id: str, value: bytes) -> None:
-        await self._publisher.publish(
-            reply_to or self._settings.topic_replies,
-            value,
-            key=record.key if record.key is not None else request_id.encode(),
-            headers=tracing.inject({CORRELATION_HEADER: request_id}),
-        )
+        topic, key = self._reply_target(record, reply_to, request_id)
+        await self._publisher.publish(topic, value, key=key, headers=tracing.inject({CORRELATION_HEADER: request_id}))

@@ -101,10 +101,10 @@ async def test_redelivered_answered_request_gets_stored_reply_without_a_call(set
 class ExplodingProvider(LiteLLMProvider):
     """The real provider, except that one request id hits a bug (not a provider error)."""
 
-    async def complete(self, spec, request, *, timeout_s):  # noqa: ANN001, ANN201
+    async def complete(self, spec, request, *, timeout_s, on_delta=None):  # noqa: ANN001, ANN201
         if request.request_id == "poison":
             raise RuntimeError("bug triggered by this request")
-        return await super().complete(spec, request, timeout_s=timeout_s)
+        return await super().complete(spec, request, timeout_s=timeout_s, on_delta=on_delta)
 
 
 async def test_poison_request_is_dead_lettered_after_bounded_attempts(settings, sim) -> None:  # noqa: ANN001
