@@ -307,8 +307,8 @@ class Bench:
             chunk = driver.stdout.read() or b""
             buffer += chunk
             if b"MEASURE_START" in buffer and "start" not in measured:
-                measured["start"] = cpu_seconds(pids)
                 per_start = {self.roles.get(pid, "driver"): cpu_seconds([pid]) for pid in pids}
+                measured["start"] = sum(per_start.values())
                 psutil.cpu_percent(interval=None)  # starts the machine-wide window
                 steal_start = getattr(psutil.cpu_times(), "steal", 0.0)
                 measured["infra_start"] = cpu_seconds(self.infra_pids) if system.startswith("pipeline") else 0.0
@@ -316,13 +316,13 @@ class Bench:
                 if system == "pipeline" and "sink" in self.args.profile:
                     sink_profiler = self.start_profiler("sink", phase, provider_latency_ms, self.sink_pid)
             if "start" in measured and "end" not in measured:
-                peak = max(peak, rss_mib(pids))
-                for pid in pids:
-                    role = self.roles.get(pid, "driver")
-                    peaks[role] = max(peaks.get(role, 0.0), rss_mib([pid]))
+                sample = {self.roles.get(pid, "driver"): rss_mib([pid]) for pid in pids}  # one read per process
+                peak = max(peak, sum(sample.values()))
+                for role, mib in sample.items():
+                    peaks[role] = max(peaks.get(role, 0.0), mib)
             if b"MEASURE_END" in buffer and "end" not in measured:
-                measured["end"] = cpu_seconds(pids)
                 per_end = {self.roles.get(pid, "driver"): cpu_seconds([pid]) for pid in pids}
+                measured["end"] = sum(per_end.values())
                 machine_busy = psutil.cpu_percent(interval=None) / 100
                 steal = getattr(psutil.cpu_times(), "steal", 0.0) - steal_start
                 measured["infra_end"] = cpu_seconds(self.infra_pids) if system.startswith("pipeline") else 0.0
@@ -493,11 +493,8 @@ def summarise(results: list[PhaseResult], args: argparse.Namespace) -> dict[str,
         ratio = pipe2.throughput_rps / pipe.throughput_rps
         target("2 workers / 1 worker throughput", round(ratio, 3), ">= 1.80", ratio >= 1.8)
     if pipe and proxy:
-        mine = pipe.throughput_rps / max(pipe.cpu_s_per_1k, 1e-9)
-        theirs = proxy.throughput_rps / max(proxy.cpu_s_per_1k, 1e-9)
         per_cpu_ratio = proxy.cpu_s_per_1k / pipe.cpu_s_per_1k
         target("requests per CPU second, pipeline / proxy", round(per_cpu_ratio, 3), "> 1", per_cpu_ratio > 1)
-        del mine, theirs
         if "proxy" in lat and floor_lat:
             added_pipe = lat["pipeline"].p50_ms - floor_lat.p50_ms
             added_proxy = lat["proxy"].p50_ms - floor_lat.p50_ms

@@ -107,7 +107,6 @@ class PipelineClient:
     ) -> None:
         self._settings = settings or Settings()
         self.reply_topic = reply_topic or self._settings.topic_replies
-        self._dedicated = reply_topic is not None and reply_topic != self._settings.topic_replies
         self._create_reply_topic = create_reply_topic
         self._publish_attempts = max(1, publish_attempts)
         self._publish_backoff_s = publish_backoff_s
@@ -196,7 +195,7 @@ class PipelineClient:
             if max_cost_usd is not None:
                 doc["max_cost_usd"] = max_cost_usd
             built = CompletionRequest.model_validate(doc)
-        if self._dedicated and built.reply_to is None:
+        if built.reply_to is None and self.reply_topic != self._settings.topic_replies:  # a topic of its own
             built = built.model_copy(update={"reply_to": self.reply_topic})
         if built.reply_to not in (None, self.reply_topic):
             raise ValueError(f"this client reads {self.reply_topic!r}, not {built.reply_to!r}")
