@@ -11,11 +11,11 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 #: Header carrying the request id on replies (and accepted on requests).
 CORRELATION_HEADER = "correlation_id"
@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"
     # Provider outcomes (per attempt, and for the final reply when every candidate failed).
     RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"  # the account's quota or credit is spent: not a rate limit
     SERVER_ERROR = "server_error"
     TIMEOUT = "timeout"
     CONNECTION_ERROR = "connection_error"
@@ -164,7 +165,10 @@ class CompletionRequest(_Event):
                     "variables": {"ticket": "The printer is on fire."},
                     "stream": True,
                 },
-                {"request_id": "doc-9-vectors", "task_type": "embed", "kind": "embedding", "input": ["first", "second"]},
+                {
+                    "request_id": "doc-9-vectors", "task_type": "embed", "kind": "embedding",
+                    "input": ["first", "second"],
+                },
             ],
             # What the validators enforce, stated for producers in other languages.
             "allOf": [{
@@ -184,7 +188,9 @@ class CompletionRequest(_Event):
     schema_version: Literal[1] = SCHEMA_VERSION
     request_id: NonEmptyStr = Field(description="Caller-chosen id; the idempotency key and correlation id.")
     task_type: NonEmptyStr = Field(description="What the request is for; selects the route in config/routing.yaml.")
-    kind: RequestKind = Field(RequestKind.COMPLETION, description="completion (chat) or embedding (vectors of `input`).")
+    kind: RequestKind = Field(
+        RequestKind.COMPLETION, description="completion (chat) or embedding (vectors of `input`).",
+    )
     messages: list[ChatMessage] | None = Field(
         default=None, min_length=1,
         description="OpenAI chat format. A completion sends either `messages` or `template` (+ `variables`).",

@@ -51,6 +51,10 @@ class Resilience(BaseModel):
     allowed_fails: int = Field(3, ge=1, description="Failures within fail_window_s that start a cooldown.")
     fail_window_s: float = Field(60.0, gt=0)
     cooldown_s: float = Field(30.0, ge=0)
+    quota_cooldown_s: float = Field(
+        600.0, ge=0,
+        description="Cooldown after one quota_exceeded answer: a spent quota does not come back in seconds.",
+    )
     load_balancing: Balancing = Balancing.WEIGHTED
     content_policy: ContentPolicyAction = ContentPolicyAction.FALLBACK
 

@@ -23,6 +23,10 @@ FaultKind = Literal[
     "auth",
     "bad_request",
     "content_policy",
+    # The account's quota or credit is spent (OpenAI 429 insufficient_quota, Anthropic 400 "credit
+    # balance is too low"), and the provider is overloaded (Anthropic 529 overloaded_error).
+    "quota",
+    "overloaded",
     # Not error replies: a 200 whose stream (or body) is dropped half way, and
     # structured output / tool arguments that do not conform to the schema.
     "stream_cut",

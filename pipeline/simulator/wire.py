@@ -307,7 +307,11 @@ _STATUS: dict[str, int] = {
     "auth": 401,
     "bad_request": 400,
     "content_policy": 400,
+    "quota": 429,
+    "overloaded": 503,
 }
+#: Where a provider answers a fault with another status than the others do.
+_API_STATUS: dict[tuple[str, str], int] = {("anthropic", "quota"): 400, ("anthropic", "overloaded"): 529}
 
 
 def _messages(model: str, retry_after_s: float, status: int) -> dict[str, str]:
@@ -328,7 +332,7 @@ def error_response(
     """
     if fault in ("timeout", "malformed", "stream_cut", "invalid_json"):
         raise ValueError(f"{fault} is not an error response")
-    code = status if fault == "server_error" else _STATUS[fault]
+    code = status if fault == "server_error" else _API_STATUS.get((api, fault), _STATUS[fault])
     headers = {"retry-after": f"{retry_after_s:g}"} if fault == "rate_limit" else {}
     msgs = _messages(model, retry_after_s, code)
     if api == "openai":
@@ -355,6 +359,9 @@ def _openai_error(fault: str, model: str, prompt_tokens: int, msgs: dict[str, st
             "Your request was rejected as a result of our safety system. (simulated)",
             "invalid_request_error", None, "content_policy_violation",
         ),
+        "quota": ("You exceeded your current quota, please check your plan and billing details. (simulated)",
+                  "insufficient_quota", None, "insufficient_quota"),
+        "overloaded": ("The server is overloaded or not ready yet. (simulated)", "server_error", None, None),
     }
     message, type_, param, code = err[fault]
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
@@ -372,6 +379,8 @@ def _anthropic_error(fault: str, prompt_tokens: int, msgs: dict[str, str], statu
         "auth": ("authentication_error", "invalid x-api-key"),
         "bad_request": ("invalid_request_error", msgs["bad_request"]),
         "content_policy": ("invalid_request_error", "Output blocked by content filtering policy"),
+        "quota": ("invalid_request_error", "Your credit balance is too low to access the Anthropic API. (simulated)"),
+        "overloaded": ("overloaded_error", "Overloaded (simulated)"),
     }
     type_, message = err[fault]
     return {"type": "error", "error": {"type": type_, "message": message}}
@@ -385,4 +394,6 @@ def _ollama_error(fault: str, prompt_tokens: int, msgs: dict[str, str]) -> str:
         "auth": "unauthorized",
         "bad_request": msgs["bad_request"],
         "content_policy": "content_policy_violation: request rejected by the simulated safety system",
+        "quota": "insufficient_quota: the simulated account has no credit left",
+        "overloaded": "server overloaded, please retry shortly (simulated)",
     }[fault]

@@ -3,7 +3,8 @@
 Each error class has its own policy (catalog `resilience.retry`): transient ones retry with
 exponential backoff and full jitter (Retry-After wins for 429s); a context-window error falls
 back to a larger-context model; a content-policy refusal falls back or is returned, as
-configured; auth errors are not retried (another provider may still answer); a bad request stops.
+configured; auth errors and an exhausted quota are not retried (another provider may still
+answer); a bad request stops.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pipeline.transport.llm import ProviderError
 #: opposed to the request (context too long, content policy, bad request).
 DEPLOYMENT_FAULTS = frozenset({
     ErrorCode.RATE_LIMITED, ErrorCode.SERVER_ERROR, ErrorCode.CONNECTION_ERROR, ErrorCode.TIMEOUT,
-    ErrorCode.MALFORMED_RESPONSE, ErrorCode.AUTH_ERROR, ErrorCode.PROVIDER_ERROR,
+    ErrorCode.MALFORMED_RESPONSE, ErrorCode.AUTH_ERROR, ErrorCode.PROVIDER_ERROR, ErrorCode.QUOTA_EXCEEDED,
 })
 
 
@@ -50,7 +51,8 @@ def decide(error: ProviderError, retries_so_far: int, policy: Resilience, rng: r
         return Decision(Action.RETRY if retries_so_far < 1 else Action.FALLBACK)
     if code is ErrorCode.CONTENT_POLICY:
         return Decision(Action.STOP if policy.content_policy is ContentPolicyAction.RETURN else Action.FALLBACK)
-    if code in (ErrorCode.CONTEXT_WINDOW_EXCEEDED, ErrorCode.AUTH_ERROR, ErrorCode.PROVIDER_ERROR):
+    if code in (ErrorCode.CONTEXT_WINDOW_EXCEEDED, ErrorCode.AUTH_ERROR, ErrorCode.QUOTA_EXCEEDED,
+                ErrorCode.PROVIDER_ERROR):
         return Decision(Action.FALLBACK)
     rule = policy.rule(code.value)
     if retries_so_far >= rule.retries:

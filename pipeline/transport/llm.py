@@ -6,6 +6,7 @@ the call stage sees only `ProviderClient`, `ProviderResponse` and `ProviderError
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -13,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from pipeline.catalog import ModelSpec
+from pipeline.catalog.resilience import Deployment
 from pipeline.contracts import (
     CompletionRequest,
     ErrorCode,
@@ -21,6 +22,7 @@ from pipeline.contracts import (
     ToolCall,
     ToolCallFunction,
 )
+from pipeline.transport.error_signals import ProviderSignal, classify_signal, retry_after_s
 
 #: Sent when a catalog entry names no key (Ollama, vLLM, the simulator): some client
 #: libraries refuse to send a request without one. It is not a secret.
@@ -65,7 +67,7 @@ class ProviderError(Exception):
 
 class ProviderClient(Protocol):
     async def complete(
-        self, spec: ModelSpec, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None
+        self, spec: Deployment, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None
     ) -> ProviderResponse:
         """Call `spec` once. Raises ProviderError; never retries on its own. With `on_delta` (a
         streaming request) the answer's text deltas go to it as they arrive."""
@@ -105,30 +107,51 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     return _SECRETISH.sub("[redacted]", text)
 
 
-def _retry_after(exc: BaseException) -> float | None:
-    """LiteLLM keeps the provider's response headers on `litellm_response_headers`."""
+def provider_signal(exc: BaseException) -> ProviderSignal:
+    """What the provider said, as far as a LiteLLM exception kept it.
+
+    Where LiteLLM keeps it varies by provider and version: the OpenAI SDK's parsed `body` (on
+    the exception or a cause), the raw response, or only the message text ("AnthropicException
+    - {...}"), which `classify_signal` searches for an embedded body."""
+    chain: list[BaseException] = [exc]  # the exception and its causes: LiteLLM wraps the provider's error
+    while len(chain) < 6 and (cause := chain[-1].__cause__ or chain[-1].__context__) is not None:
+        chain.append(cause)
+    # LiteLLM's own status_code is its mapping (Anthropic's 529 becomes 500); a cause keeps the one sent.
+    statuses = [s for e in chain[1:] + chain[:1] if isinstance(s := getattr(e, "status_code", None), int)]
+    status = next((s for s in statuses if not isinstance(s, bool)), None)
+    body: Any = next((b for e in chain if isinstance(b := getattr(e, "body", None), dict | str) and b), None)
+    response = getattr(exc, "response", None)
+    if body is None and response is not None:
+        try:
+            text = response.text
+            body = json.loads(text) if text else None
+        except Exception:  # a synthetic or unread response: the message still carries the words
+            body = None
     headers = getattr(exc, "litellm_response_headers", None)
     if headers is None:
-        headers = getattr(getattr(exc, "response", None), "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+        headers = getattr(response, "headers", None)
+    return ProviderSignal(
+        status=status,
+        body=body,
+        message=str(exc),
+        headers={str(k): str(v) for k, v in headers.items()} if headers is not None else {},
+    )
 
 
 def classify(exc: BaseException, secrets: tuple[str, ...] = ()) -> ProviderError:
-    """Turn any exception from a provider call into a ProviderError."""
+    """Turn any exception from a provider call into a ProviderError.
+
+    The provider's own signal (body code/type, message, status) decides; LiteLLM's exception
+    class is the fallback, so a LiteLLM release that re-labels an error cannot change its class."""
     if isinstance(exc, ProviderError):
         return exc
-    code = ErrorCode.PROVIDER_ERROR
-    for cls, mapped in _exception_table():
-        if isinstance(exc, cls):
-            code = mapped
-            break
-    status = getattr(exc, "status_code", None)
+    guess = next((mapped for cls, mapped in _exception_table() if isinstance(exc, cls)), None)
+    signal = provider_signal(exc)
+    code = classify_signal(signal, guess)
     message = redact(f"{type(exc).__name__}: {exc}", secrets)[:1000]
-    return ProviderError(code, message, status=status if isinstance(status, int) else None, retry_after_s=_retry_after(exc))
+    return ProviderError(
+        code, message, status=signal.status, retry_after_s=retry_after_s(signal.headers, now_s=time.time())
+    )
 
 
 class LiteLLMProvider:
@@ -145,11 +168,11 @@ class LiteLLMProvider:
         litellm.drop_params = True  # a parameter one provider lacks must not fail a fallback
         # Retries are ours (stages/retry.py). LiteLLM's OpenAI embedding path reads
         # `max_retries or DEFAULT_MAX_RETRIES`, so max_retries=0 alone still retried twice.
-        litellm.DEFAULT_MAX_RETRIES = 0
+        litellm.DEFAULT_MAX_RETRIES = 0  # type: ignore[misc]  # Final in LiteLLM's stubs, read at call time
         self._acompletion = litellm.acompletion
 
     async def complete(
-        self, spec: ModelSpec, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None
+        self, spec: Deployment, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None
     ) -> ProviderResponse:
         key = spec.api_key()
         if spec.api_key_env and not key:
@@ -189,7 +212,7 @@ class LiteLLMProvider:
         return _parse(response, spec)
 
     async def _stream(
-        self, spec: ModelSpec, kwargs: dict[str, Any], on_delta: DeltaSink, secrets: tuple[str, ...]
+        self, spec: Deployment, kwargs: dict[str, Any], on_delta: DeltaSink, secrets: tuple[str, ...]
     ) -> ProviderResponse:
         """Deltas go out as they arrive; the full response is rebuilt from the chunks at the end.
 
@@ -238,7 +261,7 @@ class LiteLLMProvider:
         return replace(_parse(built, spec), streamed_chunks=delivered, ttft_ms=ttft_ms)
 
     async def _embed(
-        self, spec: ModelSpec, request: CompletionRequest, kwargs: dict[str, Any], secrets: tuple[str, ...]
+        self, spec: Deployment, request: CompletionRequest, kwargs: dict[str, Any], secrets: tuple[str, ...]
     ) -> ProviderResponse:
         import litellm
 
@@ -253,21 +276,24 @@ class LiteLLMProvider:
             usage = getattr(response, "usage", None)
             prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise ProviderError(ErrorCode.MALFORMED_RESPONSE, f"{spec.name}: unusable embedding response: {exc}") from None
+            raise ProviderError(
+                ErrorCode.MALFORMED_RESPONSE, f"{spec.name}: unusable embedding response: {exc}"
+            ) from None
         if len(vectors) != len(request.input or ()):
             raise ProviderError(ErrorCode.MALFORMED_RESPONSE,
                                 f"{spec.name}: {len(vectors)} vectors for {len(request.input or ())} inputs")
         return ProviderResponse(content=None, prompt_tokens=prompt, completion_tokens=0, embeddings=vectors)
 
 
-def _parse(response: Any, spec: ModelSpec) -> ProviderResponse:
+def _parse(response: Any, spec: Deployment) -> ProviderResponse:
     try:
         choice = response.choices[0]
         usage = response.usage
         prompt_details = getattr(usage, "prompt_tokens_details", None)
         completion_details = getattr(usage, "completion_tokens_details", None)
         calls = tuple(
-            ToolCall(id=str(c.id), function=ToolCallFunction(name=c.function.name, arguments=c.function.arguments or "{}"))
+            ToolCall(id=str(c.id),
+                     function=ToolCallFunction(name=c.function.name, arguments=c.function.arguments or "{}"))
             for c in (getattr(choice.message, "tool_calls", None) or ())
         )
         return ProviderResponse(

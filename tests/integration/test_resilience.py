@@ -17,7 +17,7 @@ pytestmark = pytest.mark.kafka
 SIM = "${PIPELINE_SIMULATOR_URL}"
 
 
-def catalog_from(tmp_path: Path, models: str, routing: str):  # noqa: ANN201
+def catalog_from(tmp_path: Path, models: str, routing: str):
     d = tmp_path / "cfg"
     d.mkdir(exist_ok=True)
     (d / "models.yaml").write_text(models)
@@ -39,7 +39,7 @@ def req(request_id: str, **kw: object) -> CompletionRequest:
                              messages=[{"role": "user", "content": "hello"}], **kw)
 
 
-async def test_rate_limit_is_retried_after_retry_after(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+async def test_rate_limit_is_retried_after_retry_after(settings, start_worker, sim, tmp_path) -> None:
     await start_worker(catalog=catalog_from(tmp_path, TWO_MODELS, CHAIN))
     await sim.add_rule({"model": "gpt-4o-mini", "fault": "rate_limit", "retry_after_s": 1.0, "times": 1})
     async with PipelineClient(settings) as client:
@@ -50,7 +50,7 @@ async def test_rate_limit_is_retried_after_retry_after(settings, start_worker, s
     assert second["ts"] - first["ts"] >= 1.0  # the provider's Retry-After was honoured
 
 
-async def test_5xx_storm_falls_back_and_cools_the_primary_down(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+async def test_5xx_storm_falls_back_and_cools_the_primary_down(settings, start_worker, sim, tmp_path) -> None:
     await start_worker(catalog=catalog_from(tmp_path, TWO_MODELS, CHAIN))
     await sim.add_rule({"model": "gpt-4o-mini", "fault": "server_error", "status": 503})
     async with PipelineClient(settings) as client:
@@ -66,7 +66,37 @@ async def test_5xx_storm_falls_back_and_cools_the_primary_down(settings, start_w
     assert calls == {"gpt-4o-mini": 3, "claude-haiku-4-5": 5}
 
 
-async def test_context_length_error_falls_back_to_a_larger_context_model(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+async def test_insufficient_quota_falls_back_at_once_and_cools_down_long(settings, start_worker, sim, tmp_path) -> None:
+    """OpenAI's 429 `insufficient_quota` is no rate limit: no retry, no back-pressure wait, the
+    fallback answers at once, and one such answer cools the deployment down for quota_cooldown_s."""
+    models = TWO_MODELS.replace("{cooldown_s: 30, allowed_fails: 3}", "{cooldown_s: 1, allowed_fails: 3, quota_cooldown_s: 600}")
+    await start_worker(catalog=catalog_from(tmp_path, models, CHAIN))
+    await sim.add_rule({"model": "gpt-4o-mini", "fault": "quota"})
+    async with PipelineClient(settings) as client:
+        first = await client.complete(req("quota-1"), timeout=30)
+        await asyncio.sleep(1.5)  # longer than cooldown_s: only the quota cooldown still holds
+        later = await client.complete(req("quota-2"), timeout=30)
+    assert first.status == "ok" and first.model == "secondary"
+    assert [a.error_code for a in first.attempts] == [ErrorCode.QUOTA_EXCEEDED, None]
+    assert first.latency_ms < 2000  # no Retry-After or back-pressure wait before the fallback
+    assert later.model == "secondary" and [a.model for a in later.attempts] == ["secondary"]
+    assert later.routing.skipped[0].model == "primary"
+    assert later.routing.skipped[0].reason == SkipReason.COOLING_DOWN
+    assert Counter(c["model"] for c in await sim.requests()) == {"gpt-4o-mini": 1, "claude-haiku-4-5": 2}
+
+
+async def test_anthropic_overloaded_is_retried_then_falls_back(settings, start_worker, sim, tmp_path) -> None:
+    """Anthropic's 529 `overloaded_error` is a server error: retried, then the fallback."""
+    chain = "default: {candidates: [secondary, primary]}\n"
+    await start_worker(catalog=catalog_from(tmp_path, TWO_MODELS, chain))
+    await sim.add_rule({"model": "claude-haiku-4-5", "fault": "overloaded"})
+    async with PipelineClient(settings) as client:
+        reply = await client.complete(req("overloaded"), timeout=60)
+    assert reply.status == "ok" and reply.model == "primary"
+    assert [a.error_code for a in reply.attempts] == [ErrorCode.SERVER_ERROR] * 3 + [None]
+
+
+async def test_context_length_error_falls_back_to_a_larger_context_model(settings, start_worker, sim, tmp_path) -> None:
     await start_worker(catalog=catalog_from(tmp_path, TWO_MODELS, CHAIN))
     await sim.add_rule({"model": "gpt-4o-mini", "fault": "context_length"})
     async with PipelineClient(settings) as client:
@@ -75,7 +105,7 @@ async def test_context_length_error_falls_back_to_a_larger_context_model(setting
     assert [a.error_code for a in reply.attempts] == [ErrorCode.CONTEXT_WINDOW_EXCEEDED, None]  # no retry
 
 
-async def test_auth_error_is_not_retried(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+async def test_auth_error_is_not_retried(settings, start_worker, sim, tmp_path) -> None:
     await start_worker(catalog=catalog_from(tmp_path, TWO_MODELS, "default: {candidates: [primary]}\n"))
     await sim.add_rule({"model": "gpt-4o-mini", "fault": "auth"})
     async with PipelineClient(settings) as client:
@@ -85,7 +115,7 @@ async def test_auth_error_is_not_retried(settings, start_worker, sim, tmp_path) 
     assert len(await sim.requests()) == 1
 
 
-async def test_timeout_is_cut_at_the_per_attempt_timeout(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+async def test_timeout_is_cut_at_the_per_attempt_timeout(settings, start_worker, sim, tmp_path) -> None:
     models = TWO_MODELS.replace("context_window: 128000}", "context_window: 128000, "
                                 "resilience: {timeout_s: 0.5, retry: {timeout: {retries: 0}}}}")
     await start_worker(catalog=catalog_from(tmp_path, models, CHAIN))
@@ -97,7 +127,7 @@ async def test_timeout_is_cut_at_the_per_attempt_timeout(settings, start_worker,
     assert cut.error_code == ErrorCode.TIMEOUT and cut.latency_ms < 5000  # cut, not the 10 s hang
 
 
-async def test_load_is_split_across_deployments_by_weight(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+async def test_load_is_split_across_deployments_by_weight(settings, start_worker, sim, tmp_path) -> None:
     models = f"""
 models:
   balanced:
@@ -115,7 +145,7 @@ models:
     assert calls["gpt-4o-mini"] == deployments["balanced@heavy"]  # the simulator saw the same split
 
 
-async def test_rpm_limit_is_never_exceeded_in_a_burst(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+async def test_rpm_limit_is_never_exceeded_in_a_burst(settings, start_worker, sim, tmp_path) -> None:
     models = f"""
 models:
   capped:
@@ -132,7 +162,7 @@ models:
     assert all(r.routing.skipped[-1].reason == SkipReason.RATE_LIMIT_REACHED for r in refused)
 
 
-async def test_deadline_passing_during_backoff_gives_deadline_exceeded(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+async def test_deadline_passing_during_backoff_gives_deadline_exceeded(settings, start_worker, sim, tmp_path) -> None:
     await start_worker(catalog=catalog_from(tmp_path, TWO_MODELS, "default: {candidates: [primary]}\n"))
     await sim.add_rule({"model": "gpt-4o-mini", "fault": "rate_limit", "retry_after_s": 5})
     async with PipelineClient(settings) as client:
