@@ -16,11 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
-from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.contracts import UsageEvent
 from pipeline.settings import Settings
+from pipeline.transport.embedded_engine import capture_native_stderr, held_by_another_process, pass_on
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -72,6 +72,10 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(out)
 
 
+class EmbeddedEngineBusy(RuntimeError):
+    """Another process kept the embedded engine's data directory for longer than we wait."""
+
+
 class ClickHouseUsageStore:
     """Usage rows and reports in one ClickHouse database (embedded or server)."""
 
@@ -112,26 +116,29 @@ class ClickHouseUsageStore:
 
         deadline = time.monotonic() + self._lock_wait_s
         while True:
-            try:
-                if self.embedded:
-                    self._client = clickhouse_connect.get_client(dsn=self.url)
-                    self._opened_at = time.monotonic()
-                else:
-                    self._client = clickhouse_connect.get_client(
-                        dsn=self.url, username=self._user, password=self._password
-                    )
+            if not self.embedded:
+                self._client = clickhouse_connect.get_client(dsn=self.url, username=self._user, password=self._password)
                 return self._client
-            except Exception as exc:
-                if not (self.embedded and self._held_elsewhere(exc)) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-
-    def _held_elsewhere(self, exc: Exception) -> bool:
-        """chDB reports a directory held by another process only as a generic open failure. An
-        existing data directory that will not open is taken as held (the lock is brief: wait);
-        anything else (no directory can be made there) fails at once."""
-        path = Path(self.url.removeprefix("chdb://").split("?", 1)[0])
-        return "Unable to open the chdb engine" in str(exc) and path.is_dir()
+            with capture_native_stderr() as engine_output:
+                try:
+                    self._client = clickhouse_connect.get_client(dsn=self.url)
+                except Exception as exc:
+                    failure: Exception | None = exc
+                else:
+                    failure = None
+            if failure is None:
+                self._opened_at = time.monotonic()
+                pass_on(engine_output.text)
+                return self._client
+            if not held_by_another_process(failure, engine_output.text):
+                pass_on(engine_output.text)
+                raise failure
+            if time.monotonic() > deadline:
+                raise EmbeddedEngineBusy(
+                    f"the embedded ClickHouse engine at {self.url} is held by another process "
+                    f"(waited {self._lock_wait_s:g} s): stop it, or point CLICKHOUSE_URL at a ClickHouse server"
+                ) from None
+            time.sleep(0.1)
 
     @contextmanager
     def _session(self) -> Iterator[Any]:
