@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -76,10 +77,8 @@ def cpu_seconds(pids: list[int]) -> float:
 def rss_mib(pids: list[int]) -> float:
     total = 0
     for proc in _tree(pids):
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
     return total / 2**20
 
 
@@ -148,8 +147,9 @@ class Stack:
         self.closers: list[Any] = []
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = open(self.work / f"{name}.log", "wb")
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        # The child inherits its own copy of the descriptor, so ours can be closed once it is spawned.
+        with open(self.work / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         self.procs.append(proc)
         return proc
 
@@ -357,13 +357,15 @@ class Bench:
         )
         self.results.append(result)
         self.progress.console.print(
-            f"  {escape(label)}: {result.throughput_rps:8.1f} req/s  p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:8.2f} ms"
+            f"  {escape(label)}: {result.throughput_rps:8.1f} req/s  p50 {result.p50_ms:7.2f} ms"
+            f"  p99 {result.p99_ms:8.2f} ms"
             f"  cpu {result.cpu_s_per_1k:6.2f} s/1k "
             + (f"({', '.join(f'{k} {v:.2f}' for k, v in result.cpu_s_per_1k_by_process.items())}) "
                if len(result.cpu_s_per_1k_by_process) > 1 else "")
             + f" rss {peak:6.0f} MiB "
             + (f"({', '.join(f'{k} {v:.0f}' for k, v in peaks.items())}) " if len(peaks) > 1 else "")
-            + f" machine {machine_busy:4.0%} busy, steal {steal:.1f} s" + (f"  failed {result.failed}" if result.failed else ""))
+            + f" machine {machine_busy:4.0%} busy, steal {steal:.1f} s"
+            + (f"  failed {result.failed}" if result.failed else ""))
         return result
 
     def start_profiler(self, system: str, phase: str, latency: float, pid: int) -> subprocess.Popen[bytes] | None:
@@ -461,7 +463,8 @@ def machine() -> dict[str, Any]:
 
 def summarise(results: list[PhaseResult], args: argparse.Namespace) -> dict[str, Any]:
     def get(system: str, phase: str, latency: float) -> PhaseResult | None:
-        return next((r for r in results if r.system == system and r.phase == phase and r.provider_latency_ms == latency), None)
+        return next((r for r in results
+                     if r.system == system and r.phase == phase and r.provider_latency_ms == latency), None)
 
     sat = {r.system: r for r in results if r.phase == "saturation" and r.provider_latency_ms == 0}
     lat = {r.system: r for r in results if r.phase == "latency"}
@@ -488,7 +491,8 @@ def summarise(results: list[PhaseResult], args: argparse.Namespace) -> dict[str,
         target("added latency p99 at half saturation (ms)", round(added99, 2), "< 25", added99 < 25)
     if pipe and slow and args.slow_latency_ms > 0:
         ratio = slow.throughput_rps / pipe.throughput_rps
-        target(f"1 worker at {args.slow_latency_ms:g} ms / at 0 ms throughput", round(ratio, 3), ">= 0.90", ratio >= 0.9)
+        target(f"1 worker at {args.slow_latency_ms:g} ms / at 0 ms throughput", round(ratio, 3), ">= 0.90",
+               ratio >= 0.9)
     if pipe and pipe2:
         ratio = pipe2.throughput_rps / pipe.throughput_rps
         target("2 workers / 1 worker throughput", round(ratio, 3), ">= 1.80", ratio >= 1.8)

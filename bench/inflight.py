@@ -49,9 +49,11 @@ async def main(args: argparse.Namespace) -> None:
            "PIPELINE_PARTITION_WINDOW": str(args.max_in_flight), "PIPELINE_LOG_LEVEL": "WARNING",
            "PIPELINE_KAFKA_FETCH_MAX_WAIT_MS": "50", "PIPELINE_HTTP_PORT": "0"}
     env.pop("REDIS_URL", None)
-    log = open(Path(tempfile.gettempdir()) / f"{run}-worker.log", "wb")
-    worker = await asyncio.create_subprocess_exec(sys.executable, "-m", "pipeline.cli", "run", "--no-sink",
-                                                  env=env, stdout=log, stderr=log)
+    # The child gets its own copy of the descriptor, so ours is closed once it is spawned.
+    # Opening a local log file is not a meaningful block of the event loop.
+    with open(Path(tempfile.gettempdir()) / f"{run}-worker.log", "wb") as log:  # noqa: ASYNC230 -- see above
+        worker = await asyncio.create_subprocess_exec(sys.executable, "-m", "pipeline.cli", "run", "--no-sink",
+                                                      env=env, stdout=log, stderr=log)
     try:
         # Warm-up: one request, so group join and first-call set-up are not in the figure.
         await produce(kafka.bootstrap_servers, topics["PIPELINE_TOPIC_REQUESTS"], [(b"w", encode(request_doc("warm")))])

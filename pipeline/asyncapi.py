@@ -115,7 +115,9 @@ def _channels(s: Settings) -> list[_Channel]:
     replies_pattern = ", ".join(f"`{p.strip()}`" for p in s.allowed_reply_topics.split(",") if p.strip())
     dlq_headers = {h.value: _DLQ_HEADER_TEXT[h] for h in DeadLetterHeader}
     usage_dlq_headers = {
-        h.value: _DLQ_HEADER_TEXT[h] for h in DeadLetterHeader if h not in (DeadLetterHeader.REQUEST_ID, DeadLetterHeader.ATTEMPTS)
+        h.value: _DLQ_HEADER_TEXT[h]
+        for h in DeadLetterHeader
+        if h not in (DeadLetterHeader.REQUEST_ID, DeadLetterHeader.ATTEMPTS)
     }
     usage_dlq_headers[DeadLetterHeader.REASON.value] = "Why: `schema_invalid` (the bytes are not a valid UsageEvent)."
     request_key = _string(
@@ -440,7 +442,7 @@ class _DocsHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("docs: " + format, *args)
+        log.debug("docs: %s", format % args)
 
 
 def docs_server(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None) -> ThreadingHTTPServer:
@@ -459,6 +461,8 @@ def serve_docs(host: str = "127.0.0.1", port: int = 8000, settings: Settings | N
     """Serve the AsyncAPI page until interrupted (Ctrl+C). Port 0 picks a free port."""
     server = docs_server(host, port, settings)
     bound_host, bound_port = server.server_address[:2]
+    if isinstance(bound_host, bytes | bytearray):  # typed so, but a bound AF_INET socket reports a str host
+        bound_host = bound_host.decode()
     print(
         f"AsyncAPI docs on http://{bound_host}:{bound_port}/ (document: /asyncapi.json); "
         "the page loads its viewer from unpkg.com. Ctrl+C stops.",

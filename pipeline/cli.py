@@ -10,7 +10,7 @@ import sys
 import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -113,7 +113,7 @@ def simulate(
     latency_ms: Annotated[float, typer.Option(help="Base latency of every call.")] = 0.0,
     jitter_ms: Annotated[float, typer.Option(help="Uniform extra latency, 0..jitter.")] = 0.0,
     completion_tokens: int = 16,
-    rules: Annotated[Optional[Path], typer.Option(help="JSON file with a list of fault rules.")] = None,
+    rules: Annotated[Path | None, typer.Option(help="JSON file with a list of fault rules.")] = None,
 ) -> None:
     """Run the LLM provider simulator (OpenAI, Anthropic and Ollama wire formats).
 
@@ -135,19 +135,19 @@ def simulate(
 
 @app.command()
 def send(
-    task_type: Annotated[Optional[str], typer.Option("--task-type", "-t")] = None,
-    message: Annotated[Optional[str], typer.Option("--message", "-m", help="User message text.")] = None,
-    system: Annotated[Optional[str], typer.Option(help="Optional system prompt.")] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="A CompletionRequest JSON file.")] = None,
-    tenant: Optional[str] = None,
-    model: Annotated[Optional[str], typer.Option(help="Catalog model name (skips routing).")] = None,
-    max_tokens: Optional[int] = None,
-    temperature: Optional[float] = None,
-    max_cost_usd: Optional[float] = None,
-    request_id: Annotated[Optional[str], typer.Option(help="Defaults to a new UUID.")] = None,
-    reply_to: Optional[str] = None,
-    template: Annotated[Optional[str], typer.Option(help="A template in config/templates.yaml.")] = None,
-    var: Annotated[Optional[list[str]], typer.Option("--var", help="Template variable NAME=VALUE (repeat).")] = None,
+    task_type: Annotated[str | None, typer.Option("--task-type", "-t")] = None,
+    message: Annotated[str | None, typer.Option("--message", "-m", help="User message text.")] = None,
+    system: Annotated[str | None, typer.Option(help="Optional system prompt.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="A CompletionRequest JSON file.")] = None,
+    tenant: str | None = None,
+    model: Annotated[str | None, typer.Option(help="Catalog model name (skips routing).")] = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    max_cost_usd: float | None = None,
+    request_id: Annotated[str | None, typer.Option(help="Defaults to a new UUID.")] = None,
+    reply_to: str | None = None,
+    template: Annotated[str | None, typer.Option(help="A template in config/templates.yaml.")] = None,
+    var: Annotated[list[str] | None, typer.Option("--var", help="Template variable NAME=VALUE (repeat).")] = None,
     stream: Annotated[bool, typer.Option(help="Print the answer as it streams, then the reply.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 60.0,
 ) -> None:
@@ -216,11 +216,11 @@ def send(
 def route(
     task_type: Annotated[str, typer.Option("--task-type", "-t")] = "default",
     tokens: Annotated[int, typer.Option(help="Prompt size in tokens (a synthetic prompt).")] = 100,
-    message: Annotated[Optional[str], typer.Option("--message", "-m", help="Route this text instead.")] = None,
+    message: Annotated[str | None, typer.Option("--message", "-m", help="Route this text instead.")] = None,
     tenant: str = "default",
-    model: Annotated[Optional[str], typer.Option(help="An explicit catalog model.")] = None,
-    max_tokens: Optional[int] = None,
-    max_cost_usd: Optional[float] = None,
+    model: Annotated[str | None, typer.Option(help="An explicit catalog model.")] = None,
+    max_tokens: int | None = None,
+    max_cost_usd: float | None = None,
 ) -> None:
     """Print the routing decision for a request, without calling anything.
 
@@ -233,7 +233,7 @@ def route(
 
     from rich.table import Table as RichTable
 
-    from pipeline.contracts import CompletionRequest
+    from pipeline.contracts import ChatMessage, CompletionRequest
     from pipeline.stages.budget import budget_lines
     from pipeline.stages.route import RouteRefusal, plan_route
     from pipeline.state.budget import ledger_from_settings
@@ -243,7 +243,7 @@ def route(
     text = message if message is not None else " ".join(["word"] * max(1, tokens))
     request = CompletionRequest(request_id="route-preview", task_type=task_type, tenant=tenant, model=model,
                                 max_tokens=max_tokens, max_cost_usd=max_cost_usd,
-                                messages=[{"role": "user", "content": text}])
+                                messages=[ChatMessage(role="user", content=text)])
     plan = plan_route(request, catalog, default_completion_tokens=settings.estimate_completion_tokens)
     table = RichTable(title=f"Route for task_type={task_type} tenant={tenant}")
     for column in ("order", "model", "provider", "prompt_tokens", "completion_tokens", "est_cost_usd", "decision"):
@@ -269,7 +269,7 @@ def route(
         budget_table = RichTable(title=f"Budgets ({shared})")
         for column in ("budget", "window", "limit_usd", "spent_or_reserved_usd", "remaining_usd"):
             budget_table.add_column(column)
-        for line, used in zip(lines, spent):
+        for line, used in zip(lines, spent, strict=False):
             budget_table.add_row(line.name, line.key.rsplit(":", 1)[-1], f"{line.limit / 1e6:.2f}",
                                  f"{used / 1e6:.6f}", f"{(line.limit - used) / 1e6:.6f}")
         console.print(budget_table)
@@ -280,7 +280,9 @@ def route(
 
 @app.command()
 def models(
-    check: Annotated[bool, typer.Option("--check", help="Call every deployment with a tiny prompt (5 s limit).")] = False,
+    check: Annotated[
+        bool, typer.Option("--check", help="Call every deployment with a tiny prompt (5 s limit).")
+    ] = False,
 ) -> None:
     """Each deployment's health: cooldown, recent error rate and latency, RPM/TPM used.
 
@@ -331,14 +333,14 @@ async def _probe_all(deployments: list, timeout_s: float = 5.0) -> dict[str, str
     """One tiny call per deployment, all at once; anything not done in `timeout_s` is reported so."""
     import time as _time
 
-    from pipeline.contracts import CompletionRequest
+    from pipeline.contracts import ChatMessage, CompletionRequest
     from pipeline.transport.llm import LiteLLMProvider, ProviderError
 
     provider = LiteLLMProvider()
     request = CompletionRequest(request_id="health-check", task_type="health-check", max_tokens=1,
-                                messages=[{"role": "user", "content": "ping"}])
+                                messages=[ChatMessage(role="user", content="ping")])
 
-    async def probe(deployment) -> str:  # noqa: ANN001
+    async def probe(deployment) -> str:
         t0 = _time.perf_counter()
         try:
             await provider.complete(deployment, request, timeout_s=timeout_s)
@@ -355,12 +357,12 @@ async def _probe_all(deployments: list, timeout_s: float = 5.0) -> dict[str, str
 
 @app.command()
 def report(
-    name: Annotated[Optional[str], typer.Argument(
+    name: Annotated[str | None, typer.Argument(
         help="cost (default), daily, budgets, latency, reliability, errors, waste, top-tenants, top-requests, all"
     )] = None,
     days: Annotated[int, typer.Option(help="Look back this many days (UTC calendar days, today included).")] = 30,
     format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
-    html: Annotated[Optional[Path], typer.Option(help="Write one self-contained HTML page with charts.")] = None,
+    html: Annotated[Path | None, typer.Option(help="Write one self-contained HTML page with charts.")] = None,
     limit: Annotated[int, typer.Option(help="Rows of the top-spender reports.")] = 10,
 ) -> None:
     """Answer the analysts' questions from ClickHouse (exact figures, read with FINAL).
@@ -392,7 +394,7 @@ def report(
 @app.command()
 def demo(
     requests: Annotated[int, typer.Option(help="How many requests to publish.")] = 12,
-    data_dir: Annotated[Optional[Path], typer.Option(help="chDB data directory (persists between runs).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="chDB data directory (persists between runs).")] = None,
 ) -> None:
     """Embedded broker + provider simulator + chDB: publish requests, print replies and costs, exit."""
     from pipeline.demo import run_demo

@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from pipeline.contracts import CompletionRequest
+from pipeline.contracts import ChatMessage, CompletionRequest
 from pipeline.settings import Settings
 
 TASKS = [
@@ -38,6 +38,7 @@ async def run_demo(console: Console, *, requests: int = 12, data_dir: Path | Non
     from pipeline.local.tansu import RECOMMENDED_FETCH_MAX_WAIT_MS, EmbeddedBroker
     from pipeline.reports import cost_by_model_task_tenant
     from pipeline.simulator import FaultRule, ProviderSimulator, SimulatorConfig
+    from pipeline.transport.clickhouse import ClickHouseUsageStore
     from pipeline.ui import print_table
     from pipeline.worker.app import create_worker
 
@@ -79,7 +80,7 @@ async def run_demo(console: Console, *, requests: int = 12, data_dir: Path | Non
                     request_id=f"demo-{run_id}-{i:03d}",
                     task_type=TASKS[i % len(TASKS)][0],
                     tenant=("acme", "globex")[i % 2],
-                    messages=[{"role": "user", "content": TASKS[i % len(TASKS)][1]}],
+                    messages=[ChatMessage(role="user", content=TASKS[i % len(TASKS)][1])],
                     metadata={"demo_run": run_id},
                 )
                 for i in range(requests)
@@ -89,7 +90,7 @@ async def run_demo(console: Console, *, requests: int = 12, data_dir: Path | Non
                     request_id=f"demo-{run_id}-explicit",
                     task_type="summarize",
                     model="sim-llama",
-                    messages=[{"role": "user", "content": "An explicit model skips routing."}],
+                    messages=[ChatMessage(role="user", content="An explicit model skips routing.")],
                 )
             )
             with console.status(f"publishing {len(plan)} requests and one malformed record..."):
@@ -104,7 +105,7 @@ async def run_demo(console: Console, *, requests: int = 12, data_dir: Path | Non
         with console.status("waiting for usage rows in ClickHouse..."):
             await _wait_for_rows(worker.store, settings.clickhouse_database, plan[0].request_id.rsplit("-", 1)[0],
                                  expected_rows)
-        assert worker.store is not None
+        assert isinstance(worker.store, ClickHouseUsageStore)  # create_worker made it: no store was passed in
         table = await asyncio.to_thread(cost_by_model_task_tenant, worker.store, days=1)
         print_table(console, table)
         console.print(

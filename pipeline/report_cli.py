@@ -24,7 +24,10 @@ FORMATS = ("table", "json", "csv")
 def _print_many(console: Console, tables: dict[str, Table], fmt: str) -> None:
     if fmt == "json":  # one document: {report name: [rows]}
         console.print_json(json.dumps(
-            {name: [dict(zip(t.columns, map(_plain, row))) for row in t.rows] for name, t in tables.items()}
+            {
+                name: [dict(zip(t.columns, map(_plain, row), strict=False)) for row in t.rows]
+                for name, t in tables.items()
+            }
         ))
         return
     for i, (name, table) in enumerate(tables.items()):

@@ -114,7 +114,7 @@ def _tick(v: float, unit: str) -> str:
 def _cell(v: Any) -> tuple[str, bool]:
     """(text, is_number) of one table cell."""
     if v is None:
-        return "–", False
+        return "\u2013", False
     if isinstance(v, bool):
         return str(v).lower(), False
     if isinstance(v, Decimal):

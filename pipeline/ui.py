@@ -31,7 +31,9 @@ def _cell(value: Any) -> str:
 
 def print_table(console: Console, table: Table, fmt: str = "table") -> None:
     if fmt == "json":
-        console.print_json(json.dumps([dict(zip(table.columns, map(plain_value, row))) for row in table.rows]))
+        console.print_json(json.dumps(
+            [dict(zip(table.columns, map(plain_value, row), strict=False)) for row in table.rows]
+        ))
     elif fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: install, fetch the Apache Kafka jars from Maven
-# Central, install redis-server if missing (Debian's package), install the Node.js client
-# example's packages (npm ci), then pytest (the suite starts one Kafka broker and one provider
-# simulator itself).
-# Extra arguments go to pytest, e.g.  scripts/test.sh -m "not slow"  or  scripts/test.sh tests/unit
+# The whole test suite, as CI runs it: install the locked tree (scripts/bootstrap.sh), fetch the
+# Apache Kafka jars from Maven Central, install redis-server if missing (Debian's package),
+# install the Node.js client example's packages (npm ci), run the static gates (scripts/check.sh:
+# ruff, mypy), then pytest with coverage of pipeline/ (the suite starts one Kafka broker, one
+# redis-server and one provider simulator itself). Any failing gate fails the run.
+#
+# Extra arguments go to pytest, e.g.  scripts/test.sh -m "not kafka"  or  scripts/test.sh tests/unit;
+# with them the static gates are skipped (PIPELINE_CHECKS=1 runs them anyway) and coverage is
+# printed without its floor (the 90% floor is for the whole suite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -26,11 +30,23 @@ if [ ! -d examples/node/node_modules/kafkajs ]; then
 fi
 
 export LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS=True
+checks=0
+if [ "$#" -eq 0 ] || [ "${PIPELINE_CHECKS:-0}" = 1 ]; then
+  bash scripts/check.sh || checks=$?
+  floor=()
+else
+  floor=(--cov-fail-under=0)
+fi
+rm -f .coverage .coverage.*
 set +e
-"$PY" -m pytest -p no:cacheprovider "$@"
+"$PY" -m pytest -p no:cacheprovider --cov=pipeline --cov-report=term-missing:skip-covered "${floor[@]}" "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests" >&2
+fi
+if [ "$checks" -ne 0 ]; then
+  echo "static gates failed (ruff or mypy: see the top of this output)" >&2
+  [ "$status" -ne 0 ] || status=$checks
 fi
 exit "$status"

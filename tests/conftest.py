@@ -15,6 +15,22 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: Session fixture -> the marker of the real part it starts (see pyproject's `markers`).
+_NEEDS = {"kafka_bootstrap": "kafka", "redis_url": "redis", "chdb_dir": "chdb"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with what it needs, from the fixtures it uses (directly or through others),
+    and from a backend parameter named "redis" (one test body run against every backend)."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in _NEEDS.items():
+            if fixture in names:
+                item.add_marker(marker)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "redis" in callspec.params.values():
+            item.add_marker("redis")
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
@@ -70,7 +86,7 @@ def test_id() -> str:
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str, chdb_dir: Path, test_id: str, simulator: object):  # noqa: ANN201
+def settings(kafka_bootstrap: str, chdb_dir: Path, test_id: str, simulator: object):
     from pipeline.settings import Settings
 
     return Settings(

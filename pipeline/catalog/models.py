@@ -111,7 +111,8 @@ def load_models(file: Path) -> dict[str, ModelSpec]:
             raise ConfigError(
                 file,
                 f"models.{name}",
-                f"LiteLLM has no price for {(unpriced or [spec.litellm_model])[0]!r}; set price: {{input_per_mtok, output_per_mtok}}"
+                f"LiteLLM has no price for {(unpriced or [spec.litellm_model])[0]!r}; "
+                "set price: {input_per_mtok, output_per_mtok}"
                 " (0 for free local models) so its cost can be accounted",
             )
         models[name] = spec

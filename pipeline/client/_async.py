@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,17 +112,10 @@ class PipelineClient:
         self._publish_backoff_s = publish_backoff_s
         self._pending: dict[str, _Waiter] = {}
         self._streams: dict[str, asyncio.Queue[CompletionChunk | CompletionReply]] = {}
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
-            enable_idempotence=self._settings.kafka_idempotent_producer,
-            acks="all",
-            linger_ms=1,
-        )
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
-        )
+        # Made by start(): a client that is built (say, only to build requests) and never started
+        # holds no sockets and leaves nothing to close.
+        self._producer_: AIOKafkaProducer | None = None
+        self._consumer_: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
         self.stray_replies = 0
         self.published = 0
@@ -132,6 +125,17 @@ class PipelineClient:
         if self._create_reply_topic:
             await ensure_topics(self._settings.kafka_bootstrap_servers, [self.reply_topic],
                                 partitions=self._settings.topic_partitions)
+        self._producer_ = AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            enable_idempotence=self._settings.kafka_idempotent_producer,
+            acks="all",
+            linger_ms=1,
+        )
+        self._consumer_ = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
+        )
         await self._producer.start()
         await self._consumer.start()
         partitions = await topic_partitions(self._settings.kafka_bootstrap_servers, self.reply_topic)
@@ -150,8 +154,11 @@ class PipelineClient:
         for future in self._pending.values():
             future.cancel()
         self._pending.clear()
-        await self._consumer.stop()
-        await self._producer.stop()
+        consumer, producer, self._consumer_, self._producer_ = self._consumer_, self._producer_, None, None
+        if consumer is not None:
+            await consumer.stop()
+        if producer is not None:
+            await producer.stop()
 
     async def __aenter__(self) -> PipelineClient:
         await self.start()
@@ -159,6 +166,18 @@ class PipelineClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    @property
+    def _producer(self) -> AIOKafkaProducer:
+        if self._producer_ is None:
+            raise RuntimeError("PipelineClient is not started: use `async with PipelineClient(...)` or start()")
+        return self._producer_
+
+    @property
+    def _consumer(self) -> AIOKafkaConsumer:
+        if self._consumer_ is None:
+            raise RuntimeError("PipelineClient is not started: use `async with PipelineClient(...)` or start()")
+        return self._consumer_
 
     @property
     def outstanding(self) -> int:
@@ -269,8 +288,10 @@ class PipelineClient:
         request_id = await self.submit(request, key=key, **fields)
         return await self.wait_reply(request_id, timeout=timeout)
 
-    async def stream(self, request: CompletionRequest | None = None, *, timeout: float = 60.0,
-                     key: bytes | None = None, **fields: Any) -> AsyncIterator[CompletionChunk | CompletionReply]:
+    async def stream(
+        self, request: CompletionRequest | None = None, *, timeout: float = 60.0, key: bytes | None = None,
+        **fields: Any,
+    ) -> AsyncGenerator[CompletionChunk | CompletionReply, None]:
         """Chunks as they arrive, then the final reply (which carries the whole content).
 
         Only chunks of the stream the reply names are complete: if the pipeline restarted a

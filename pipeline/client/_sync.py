@@ -63,7 +63,8 @@ class SyncPipelineClient:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def complete(self, request: CompletionRequest | None = None, *, timeout: float = 60.0, **fields: Any) -> CompletionReply:
+    def complete(self, request: CompletionRequest | None = None, *, timeout: float = 60.0,
+                 **fields: Any) -> CompletionReply:
         return self._run(self.client.complete(request, timeout=timeout, **fields))
 
     def submit(self, request: CompletionRequest | None = None, **fields: Any) -> str:
@@ -75,7 +76,8 @@ class SyncPipelineClient:
     def process_text(self, text: str, task_type: str = "default", **options: Any) -> ProcessResult:
         return self._run(self.client.process_text(text, task_type, **options))
 
-    def process_with_template(self, name: str, variables: dict[str, Any] | None = None, **options: Any) -> ProcessResult:
+    def process_with_template(self, name: str, variables: dict[str, Any] | None = None,
+                              **options: Any) -> ProcessResult:
         return self._run(self.client.process_with_template(name, variables, **options))
 
     def stream(self, request: CompletionRequest | None = None, *, timeout: float = 60.0,

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import weakref
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Protocol, Self, runtime_checkable
 
@@ -88,10 +88,8 @@ async def _cluster_id(bootstrap: str) -> str | None:
     except Exception:
         return None
     finally:
-        try:
+        with suppress(Exception):
             await admin.close()
-        except Exception:
-            pass
 
 
 def probe_cluster_id(bootstrap: str) -> str | None:
@@ -208,10 +206,8 @@ class SubprocessBroker:
     # -- internals ------------------------------------------------------------------
     def _signal(self, sig: int) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            try:
+            with suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def _terminate(self) -> None:
         if self._proc is None:

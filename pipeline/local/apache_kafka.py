@@ -190,11 +190,14 @@ class ApacheKafka(SubprocessBroker):
         meta = wd / "data" / "meta.properties"
         if meta.exists():  # caller-provided work dir formatted by an earlier run: keep its data
             self.cluster_id = next(
-                line.split("=", 1)[1].strip() for line in meta.read_text().splitlines() if line.startswith("cluster.id=")
+                line.split("=", 1)[1].strip()
+                for line in meta.read_text().splitlines()
+                if line.startswith("cluster.id=")
             )
             return
         # Short-lived tool: C1-only JIT and serial GC start it ~40% faster.
-        fmt = [java, "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp", classpath, f"-Dlog4j2.configurationFile={wd / 'log4j2.properties'}",
+        fmt = [java, "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp", classpath,
+               f"-Dlog4j2.configurationFile={wd / 'log4j2.properties'}",
                "kafka.tools.StorageTool", "format", "-t", self.cluster_id, "-c", "server.properties"]
         res = subprocess.run(fmt, cwd=wd, capture_output=True, text=True)
         if res.returncode != 0:

@@ -34,7 +34,9 @@ from pathlib import Path
 
 from pipeline.local import BrokerStartError, SubprocessBroker, free_ports
 
-__all__ = ["RECOMMENDED_CONSUMER_CONFIG", "RECOMMENDED_FETCH_MAX_WAIT_MS", "BrokerStartError", "EmbeddedBroker", "tansu_bin"]
+__all__ = [
+    "RECOMMENDED_CONSUMER_CONFIG", "RECOMMENDED_FETCH_MAX_WAIT_MS", "BrokerStartError", "EmbeddedBroker", "tansu_bin",
+]
 
 RECOMMENDED_FETCH_MAX_WAIT_MS = 5
 #: AIOKafkaConsumer keyword arguments that hide both quirks above.

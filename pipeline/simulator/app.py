@@ -14,6 +14,7 @@ faults answer before any stream starts, so a caller can still fall back;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import time
@@ -197,10 +198,8 @@ class ProviderSimulator:
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000)
         if hang_s > 0:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), timeout=hang_s)
-            except TimeoutError:
-                pass
 
     async def _complete(self, request: web.Request, api: str) -> web.StreamResponse:
         call = await self._admit(request, api)

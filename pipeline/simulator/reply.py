@@ -110,7 +110,8 @@ def requested_json(api: str, body: JsonDict) -> tuple[bool, JsonDict | None]:
         if isinstance(fmt, dict) and fmt.get("type") == "json_object":
             return True, None
         if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-            spec = fmt.get("json_schema") if isinstance(fmt.get("json_schema"), dict) else {}
+            declared = fmt.get("json_schema")
+            spec = declared if isinstance(declared, dict) else {}
             found = spec.get("schema")
             return True, found if isinstance(found, dict) and found else None
         return False, None

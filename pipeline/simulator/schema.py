@@ -137,7 +137,8 @@ def _value(schema: object, root: object, depth: int, name: str, index: int = 0) 
 
 
 def _object(node: JsonDict, root: object, depth: int) -> JsonDict:
-    properties = node.get("properties") if isinstance(node.get("properties"), dict) else {}
+    declared_properties = node.get("properties")
+    properties = declared_properties if isinstance(declared_properties, dict) else {}
     required = [r for r in node.get("required") or () if isinstance(r, str)]
     out: JsonDict = {}
     for key, sub in properties.items():
@@ -153,7 +154,8 @@ def _array(node: JsonDict, root: object, depth: int, name: str) -> list[Any]:
     prefix = node.get("prefixItems")
     if isinstance(prefix, list):
         return [_value(sub, root, depth + 1, name, i) for i, sub in enumerate(prefix)]
-    min_items = node.get("minItems") if isinstance(node.get("minItems"), int) else 0
+    declared_min = node.get("minItems")
+    min_items = declared_min if isinstance(declared_min, int) else 0
     count = max(min_items, 1 if depth < FULL_DEPTH else 0)
     if isinstance(node.get("maxItems"), int):
         count = min(count, node["maxItems"])
@@ -183,7 +185,8 @@ def invalid_instance(schema: object) -> JsonDict:
     schema requires nothing, types none of its properties and allows extra keys.
     """
     node = _merged(resolve(schema, schema), schema)
-    properties = node.get("properties") if isinstance(node.get("properties"), dict) else {}
+    declared_properties = node.get("properties")
+    properties = declared_properties if isinstance(declared_properties, dict) else {}
     required = set(node.get("required") or ())
     out: JsonDict = {INVALID_MARKER: True}
     for key, sub in properties.items():
@@ -193,5 +196,5 @@ def invalid_instance(schema: object) -> JsonDict:
         if isinstance(declared.get("enum"), list):
             out[key] = "__not_in_enum__"
         elif isinstance(declared.get("type"), str):
-            out[key] = _WRONG.get(declared["type"], None)
+            out[key] = _WRONG.get(declared["type"])
     return out

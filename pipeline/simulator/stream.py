@@ -97,8 +97,8 @@ def openai_frames(
 
 def anthropic_frames(model: str, reply: Reply, pt: int, ct: int, *, seq: int, words: int) -> Frames:
     """Messages API events: message_start .. content_block_* .. message_delta, message_stop."""
-    message = {"id": f"msg_sim_{seq}", "type": "message", "role": "assistant", "model": model, "content": [],
-               "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": pt, "output_tokens": 1}}
+    message: JsonDict = {"id": f"msg_sim_{seq}", "type": "message", "role": "assistant", "model": model, "content": [],
+                         "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": pt, "output_tokens": 1}}
     call = reply.tool_call
     if call is not None:
         block: JsonDict = {"type": "tool_use", "id": call.anthropic_id, "name": call.name, "input": {}}

@@ -165,7 +165,9 @@ async def call_with_fallback(
     return outcome
 
 
-async def _cached(request: CompletionRequest, candidate: Candidate, number: int, ctx: CallContext) -> AttemptResult | None:
+async def _cached(
+    request: CompletionRequest, candidate: Candidate, number: int, ctx: CallContext,
+) -> AttemptResult | None:
     """A cache hit is an attempt that costs nothing: no deployment, no reservation, no call."""
     if ctx.cache is None:
         return None
@@ -216,7 +218,7 @@ async def _attempt(
                 span.set_attribute("llm.error_code", error.code.value)
     finally:  # settle and record even when cancelled, so neither a reservation nor a slot leaks
         latency = (time.perf_counter() - t0) * 1000
-        bookkeeping = []  # independent round trips to shared state: run side by side
+        bookkeeping: list[Awaitable[object]] = []  # independent round trips to shared state: run side by side
         if ctx.spend is not None and reservation is not None:
             bookkeeping.append(ctx.spend.settle(reservation, cost))
         if ctx.pool is not None:

@@ -111,7 +111,9 @@ def plan_route(
     else:
         found = catalog.routing.route_for(request.task_type)
         if found is None:
-            return RouteRefusal(ErrorCode.NO_ROUTE, f"no route for task_type {request.task_type!r} and no default route")
+            return RouteRefusal(
+                ErrorCode.NO_ROUTE, f"no route for task_type {request.task_type!r} and no default route",
+            )
         route = found
     ceiling = catalog.routing.cost_controls.request_ceiling(request.tenant, request.max_cost_usd)
     eligible: list[Candidate] = []

@@ -52,7 +52,7 @@ def apply_template(
     if problems:
         return TemplateRefusal(ErrorCode.TEMPLATE_VARIABLES, f"template {name!r}: {'; '.join(problems)}")
 
-    messages = [ChatMessage(**m) for m in template.render(dict(request.variables))]
+    messages = [ChatMessage.model_validate(m) for m in template.render(dict(request.variables))]
     update: dict[str, Any] = {"messages": messages}
     if request.max_tokens is None and template.max_tokens is not None:
         update["max_tokens"] = template.max_tokens

@@ -19,7 +19,7 @@ WINDOW_TTL_S = 40 * 86400  # longer than any window (a month), so old keys clean
 
 
 def to_micros(usd: float) -> int:
-    return int(round(usd * MICROS))
+    return round(usd * MICROS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +144,7 @@ class RedisLedger:
 
     async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> tuple[int, int] | None:
         result = await self._reserve(
-            keys=[self._key(l.key) for l in lines], args=[amount, *(l.limit for l in lines), WINDOW_TTL_S]
+            keys=[self._key(line.key) for line in lines], args=[amount, *(line.limit for line in lines), WINDOW_TTL_S]
         )
         if not result:
             return None
@@ -152,7 +152,8 @@ class RedisLedger:
 
     async def settle(self, lines: Sequence[BudgetLine], delta: int) -> Settlement:
         crossed, values = await self._settle(
-            keys=[self._key(l.key) for l in lines], args=[delta, *(l.alert_at for l in lines), WINDOW_TTL_S]
+            keys=[self._key(line.key) for line in lines],
+            args=[delta, *(line.alert_at for line in lines), WINDOW_TTL_S],
         )
         return Settlement([lines[int(i) - 1] for i in crossed or []], [int(v) for v in values])
 

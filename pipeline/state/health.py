@@ -257,7 +257,7 @@ class RedisHealth(RedisRateLimits):
                     pipe.pttl(self._key("cooldown", d))
                 ttls = await pipe.execute()
             now = time.monotonic()
-            for d, ms in zip(stale, ttls):
+            for d, ms in zip(stale, ttls, strict=False):
                 view[d] = (now, now + int(ms) / 1000 if int(ms) > 0 else 0.0)
         return {d: until - now for d in deployments if (until := view[d][1]) > now}
 
@@ -279,7 +279,7 @@ class RedisHealth(RedisRateLimits):
             (sec, usec), *lists = await pipe.execute()
         since = int(sec) * 1000 + int(usec) // 1000 - self._stats_window_ms
         out = {}
-        for d, raw in zip(deployments, lists):
+        for d, raw in zip(deployments, lists, strict=False):
             rows = (entry.decode().split(" ") for entry in raw)
             out[d] = summarize((ok == "1", float(ms)) for t, ok, ms in rows if int(t) > since)
         return out

@@ -83,7 +83,8 @@ class InProcessRateLimits:
         used = max(0, self._token_sum.get(deployment, 0))
         if tpm is not None and used > 0 and used + tokens > tpm:
             need, freed, at = used + tokens - tpm, 0, now
-            for at, n in toks:  # oldest first: when will enough have aged out?
+            for stamp, n in toks:  # oldest first: when will enough have aged out?
+                at = stamp  # the answer, read after the loop: the stamp at which enough has aged out
                 freed += n
                 if freed >= need:
                     break

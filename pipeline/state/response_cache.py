@@ -12,7 +12,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from pipeline.state.redis_client import connect
 
@@ -146,17 +146,18 @@ class RedisResponseCache:
         try:
             async with asyncio.timeout(self.op_timeout_s):
                 value = await self._redis.get(self._key(key))
-        except Exception as exc:  # noqa: BLE001 - a cache must never fail a request (CancelledError is no Exception)
+        except Exception as exc:
             self._failed("get", exc)
             return None
-        return None if value is None else bytes(value)
+        # Typed `bytes | str`, but the client is in bytes mode: `connect()` never sets decode_responses.
+        return None if value is None else bytes(cast(bytes, value))
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         _check(key, ttl_s)
         try:
             async with asyncio.timeout(self.op_timeout_s):
                 await self._redis.set(self._key(key), bytes(value), px=max(1, round(ttl_s * 1000)))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._failed("set", exc)
 
     async def close(self) -> None:

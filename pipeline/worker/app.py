@@ -69,7 +69,9 @@ class Worker:
                 partitions=self.settings.topic_partitions,
             )
         if self.settings.tracing and not tracing.enable():
-            log.warning("PIPELINE_TRACING is set but OpenTelemetry is not installed (pip install llm-pipeline[tracing])")
+            log.warning(
+                "PIPELINE_TRACING is set but OpenTelemetry is not installed (pip install llm-pipeline[tracing])"
+            )
         await self._prepare_clickhouse()
         await self.broker.start()
         if self.live_catalog is not None and self.settings.config_reload_interval_s > 0:

@@ -370,6 +370,8 @@ class RequestHandler:
         await self._publish_reply_bytes(record, reply_to, reply.request_id, encode_reply(reply))
         metrics.observe_reply("", reply, 0.0)
 
-    async def _publish_reply_bytes(self, record: SourceRecord, reply_to: str | None, request_id: str, value: bytes) -> None:
+    async def _publish_reply_bytes(
+        self, record: SourceRecord, reply_to: str | None, request_id: str, value: bytes,
+    ) -> None:
         topic, key = self._reply_target(record, reply_to, request_id)
         await self._publisher.publish(topic, value, key=key, headers=tracing.inject({CORRELATION_HEADER: request_id}))

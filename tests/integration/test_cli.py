@@ -18,7 +18,7 @@ pytestmark = pytest.mark.kafka
 PIPELINE = [sys.executable, "-m", "pipeline.cli"]
 
 
-def cli_env(settings, **extra: str) -> dict[str, str]:  # noqa: ANN001
+def cli_env(settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINE_", "KAFKA_", "CLICKHOUSE_"))}
     env.update({
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
@@ -41,7 +41,7 @@ async def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> tupl
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def test_send_round_trips_and_exits_by_status(settings, start_worker) -> None:  # noqa: ANN001
+async def test_send_round_trips_and_exits_by_status(settings, start_worker) -> None:
     await start_worker()
     env = cli_env(settings)
     code, out, err = await run_cli("send", "-t", "summarize", "-m", "Summarise: logs are tables.",
@@ -55,7 +55,7 @@ async def test_send_round_trips_and_exits_by_status(settings, start_worker) -> N
     assert json.loads(out)["error"]["code"] == "unknown_model"
 
 
-async def test_send_a_template_streamed(settings, start_worker) -> None:  # noqa: ANN001
+async def test_send_a_template_streamed(settings, start_worker) -> None:
     await start_worker()
     code, out, err = await run_cli("send", "-t", "summarize", "--template", "summarize-ticket",
                                    "--var", "ticket=Printer 7 is on fire", "--var", "language=French", "--stream",
@@ -69,7 +69,7 @@ async def test_send_a_template_streamed(settings, start_worker) -> None:  # noqa
     assert code == 2 and "expected NAME=VALUE" in err
 
 
-async def test_send_from_file_and_timeout(settings, start_worker, tmp_path: Path) -> None:  # noqa: ANN001
+async def test_send_from_file_and_timeout(settings, start_worker, tmp_path: Path) -> None:
     await start_worker()
     doc = request_doc("cli-file", "classify", tenant="globex")
     (tmp_path / "req.json").write_text(json.dumps(doc))
@@ -86,15 +86,15 @@ async def test_send_from_file_and_timeout(settings, start_worker, tmp_path: Path
     assert code == 3 and "lonely" in err
 
 
-async def test_run_refuses_bad_config_naming_file_and_entry(settings, tmp_path: Path) -> None:  # noqa: ANN001
+async def test_run_refuses_bad_config_naming_file_and_entry(settings, tmp_path: Path) -> None:
     (tmp_path / "models.yaml").write_text("models:\n  a: {litellm_model: openai/gpt-4o-mini}\n")
     (tmp_path / "routing.yaml").write_text("routes:\n  summarize: {candidates: [a, ghost]}\n")
-    code, out, err = await run_cli("run", env=cli_env(settings, PIPELINE_CONFIG_DIR=str(tmp_path)), timeout=60)
+    code, _out, err = await run_cli("run", env=cli_env(settings, PIPELINE_CONFIG_DIR=str(tmp_path)), timeout=60)
     assert code == 2
     assert "routing.yaml" in err and "routes.summarize.candidates[1]" in err and "unknown model 'ghost'" in err
 
 
-async def test_report_shows_cost_by_model_task_and_tenant(settings, start_worker) -> None:  # noqa: ANN001
+async def test_report_shows_cost_by_model_task_and_tenant(settings, start_worker) -> None:
     worker = await start_worker()
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests, [
         (b"a", encode(request_doc("rep-1", "summarize", tenant="acme"))),
@@ -133,7 +133,7 @@ async def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "demo done" in out and "Cost by model" in out and "schema_invalid" in out
 
 
-async def test_models_shows_health_and_checks_every_deployment(settings, sim, tmp_path: Path) -> None:  # noqa: ANN001
+async def test_models_shows_health_and_checks_every_deployment(settings, sim, tmp_path: Path) -> None:
     (tmp_path / "models.yaml").write_text(
         "models:\n"
         "  fine: {litellm_model: openai/gpt-4o-mini, api_base: '${PIPELINE_SIMULATOR_URL}/v1'}\n"
@@ -149,7 +149,7 @@ async def test_models_shows_health_and_checks_every_deployment(settings, sim, tm
     assert "auth_error" in lines["locked"]
 
 
-async def test_check_reports_each_dependency(settings, tmp_path: Path) -> None:  # noqa: ANN001
+async def test_check_reports_each_dependency(settings, tmp_path: Path) -> None:
     cfg = tmp_path / "cfg"
     cfg.mkdir()
     (cfg / "models.yaml").write_text(

@@ -32,7 +32,7 @@ def ask(i: int | str) -> dict:
     return {"messages": [{"role": "user", "content": f"question {i}"}], "task_type": "summarize"}
 
 
-async def test_a_thousand_concurrent_calls_each_get_their_own_reply(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_a_thousand_concurrent_calls_each_get_their_own_reply(settings, start_worker, sim) -> None:
     await start_worker()
     async with PipelineClient(settings) as client:
         replies = await asyncio.gather(*(client.complete(request_id=f"many-{i}", timeout=180, **ask(i))
@@ -42,7 +42,7 @@ async def test_a_thousand_concurrent_calls_each_get_their_own_reply(settings, st
         assert client.outstanding == 0
 
 
-async def test_two_clients_in_parallel_get_only_their_own_replies(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_two_clients_in_parallel_get_only_their_own_replies(settings, start_worker, sim) -> None:
     await start_worker()
     async with PipelineClient(settings) as a, PipelineClient(settings) as b:
         got_a, got_b = await asyncio.gather(
@@ -56,7 +56,7 @@ async def test_two_clients_in_parallel_get_only_their_own_replies(settings, star
         await eventually(lambda: _true(a.stray_replies >= 150 and b.stray_replies >= 150), timeout_s=30)
 
 
-async def test_a_dedicated_reply_topic_sees_no_other_traffic(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_a_dedicated_reply_topic_sees_no_other_traffic(settings, start_worker, sim) -> None:
     await start_worker()
     own = f"{settings.topic_replies}.mine"
     async with PipelineClient(settings, reply_topic=own, create_reply_topic=True) as mine, \
@@ -69,7 +69,7 @@ async def test_a_dedicated_reply_topic_sees_no_other_traffic(settings, start_wor
         assert mine.stray_replies == 0  # its topic carries its replies only
 
 
-async def test_a_timeout_names_the_request_when_no_worker_runs(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_a_timeout_names_the_request_when_no_worker_runs(settings, start_worker, sim) -> None:
     worker = await start_worker()
     async with PipelineClient(settings) as client:
         assert (await client.complete(timeout=60, **ask(0))).status == ReplyStatus.OK
@@ -79,7 +79,7 @@ async def test_a_timeout_names_the_request_when_no_worker_runs(settings, start_w
         assert caught.value.request_id == "lonely-1" and client.outstanding == 0
 
 
-async def test_cancelling_a_call_leaves_nothing_behind(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_cancelling_a_call_leaves_nothing_behind(settings, start_worker, sim) -> None:
     await sim.configure(latency_ms=2000)
     await start_worker()
     async with PipelineClient(settings) as client:
@@ -92,7 +92,7 @@ async def test_cancelling_a_call_leaves_nothing_behind(settings, start_worker, s
         await eventually(lambda: _true(client.stray_replies >= 1), timeout_s=30)  # its late reply: set aside
 
 
-async def test_a_stray_reply_is_ignored_and_counted(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_a_stray_reply_is_ignored_and_counted(settings, start_worker, sim) -> None:
     await start_worker()
     async with PipelineClient(settings) as client:
         pending = asyncio.create_task(client.complete(request_id="real-1", timeout=60, **ask(0)))
@@ -104,13 +104,13 @@ async def test_a_stray_reply_is_ignored_and_counted(settings, start_worker, sim)
         await eventually(lambda: _true(client.stray_replies >= 2), timeout_s=30)
 
 
-async def test_a_failed_publish_is_retried_with_the_same_request_id(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_a_failed_publish_is_retried_with_the_same_request_id(settings, start_worker, sim) -> None:
     await start_worker()
     await sim.clear_requests()
     async with PipelineClient(settings, publish_backoff_s=0.01) as client:
         real_send, sent_ids = client._producer.send_and_wait, []
 
-        async def flaky(topic, value, **kw):  # noqa: ANN001, ANN202
+        async def flaky(topic, value, **kw):
             sent_ids.append(json.loads(value)["request_id"])
             if len(sent_ids) == 1:
                 raise KafkaConnectionError("the broker went away")
@@ -125,7 +125,7 @@ async def test_a_failed_publish_is_retried_with_the_same_request_id(settings, st
         calls = [r for r in await sim.requests() if r["kind"] == "chat"]
         assert len(calls) == 1
 
-        async def down(topic, value, **kw):  # noqa: ANN001, ANN202
+        async def down(topic, value, **kw):
             raise KafkaConnectionError("still down")
 
         client._producer.send_and_wait = down  # type: ignore[method-assign]
@@ -134,7 +134,7 @@ async def test_a_failed_publish_is_retried_with_the_same_request_id(settings, st
         assert client.outstanding == 0
 
 
-async def test_service_helpers_and_streaming(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_service_helpers_and_streaming(settings, start_worker, sim) -> None:
     await start_worker()
     async with PipelineClient(settings) as client:
         result = await client.process_text("Kafka is a log", "summarize")
@@ -151,7 +151,7 @@ async def test_service_helpers_and_streaming(settings, start_worker, sim) -> Non
         assert "".join(c.delta for c in chunks) == reply.content and len(chunks) == reply.stream_chunks > 0
 
 
-async def test_the_blocking_client(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_the_blocking_client(settings, start_worker, sim) -> None:
     await start_worker()
 
     def script() -> tuple[ProcessResult, CompletionReply, list]:  # what a notebook would do
@@ -169,7 +169,7 @@ async def test_the_blocking_client(settings, start_worker, sim) -> None:  # noqa
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
-async def test_the_node_example_round_trips(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_the_node_example_round_trips(settings, start_worker, sim) -> None:
     assert (NODE_EXAMPLE / "node_modules" / "kafkajs").is_dir(), "run `npm ci` in examples/node (scripts/test.sh does)"
     await start_worker()
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,

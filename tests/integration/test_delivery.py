@@ -33,14 +33,14 @@ async def committed(bootstrap: str, group: str, tp: TopicPartition) -> int | Non
         await consumer.stop()
 
 
-async def test_stuck_offset_holds_the_commit_until_it_finishes(settings) -> None:  # noqa: ANN001
+async def test_stuck_offset_holds_the_commit_until_it_finishes(settings) -> None:
     """Offset k is held while k+1..k+n finish: the committed offset stays at k until k is done."""
     topic = settings.topic_requests
     await ensure_topics(settings.kafka_bootstrap_servers, [topic], partitions=1)
     release = asyncio.Event()
     finished: list[int] = []
 
-    async def process(record) -> None:  # noqa: ANN001
+    async def process(record) -> None:
         if record.offset == 3:
             await release.wait()
         finished.append(record.offset)
@@ -64,11 +64,11 @@ async def _true(value: bool) -> bool:
     return value
 
 
-async def _committed_is(settings, tp, offset: int) -> bool:  # noqa: ANN001
+async def _committed_is(settings, tp, offset: int) -> bool:
     return await committed(settings.kafka_bootstrap_servers, settings.consumer_group, tp) == offset
 
 
-async def test_many_slow_calls_in_flight_on_one_partition(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_many_slow_calls_in_flight_on_one_partition(settings, start_worker, sim) -> None:
     """40 calls of 1 s on a single partition overlap: the window, not the partition, bounds them."""
     await ensure_topics(settings.kafka_bootstrap_servers, [settings.topic_requests], partitions=1)
     await sim.configure(latency_ms=1000)
@@ -84,7 +84,7 @@ async def test_many_slow_calls_in_flight_on_one_partition(settings, start_worker
     assert sum(1 for c in calls if c["ts"] < first_end) >= 20
 
 
-async def test_redelivered_answered_request_gets_stored_reply_without_a_call(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_redelivered_answered_request_gets_stored_reply_without_a_call(settings, start_worker, sim) -> None:
     worker = await start_worker()
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests, [(b"k", encode(request_doc("once")))])
     (first,) = await read_topic(settings.kafka_bootstrap_servers, settings.topic_replies, count=1)
@@ -101,13 +101,13 @@ async def test_redelivered_answered_request_gets_stored_reply_without_a_call(set
 class ExplodingProvider(LiteLLMProvider):
     """The real provider, except that one request id hits a bug (not a provider error)."""
 
-    async def complete(self, spec, request, *, timeout_s, on_delta=None):  # noqa: ANN001, ANN201
+    async def complete(self, spec, request, *, timeout_s, on_delta=None):
         if request.request_id == "poison":
             raise RuntimeError("bug triggered by this request")
         return await super().complete(spec, request, timeout_s=timeout_s, on_delta=on_delta)
 
 
-async def test_poison_request_is_dead_lettered_after_bounded_attempts(settings, sim) -> None:  # noqa: ANN001
+async def test_poison_request_is_dead_lettered_after_bounded_attempts(settings, sim) -> None:
     from pipeline.catalog import load_catalog
     from pipeline.worker.app import create_worker
 
@@ -131,7 +131,7 @@ async def test_poison_request_is_dead_lettered_after_bounded_attempts(settings, 
         await worker.stop()
 
 
-async def test_provider_slower_than_max_poll_interval_does_not_evict(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_provider_slower_than_max_poll_interval_does_not_evict(settings, start_worker, sim) -> None:
     """Calls of 4 s with max_poll_interval 2 s: polling continues while work runs; one call each."""
     await sim.configure(latency_ms=4000)
     await start_worker(kafka_max_poll_interval_ms=2000, kafka_session_timeout_ms=6000, provider_timeout_s=20)
@@ -142,7 +142,7 @@ async def test_provider_slower_than_max_poll_interval_does_not_evict(settings, s
     assert len(await sim.requests()) == 8
 
 
-async def test_all_candidates_rate_limited_waits_instead_of_failing(settings, start_worker, sim, tmp_path) -> None:  # noqa: ANN001
+async def test_all_candidates_rate_limited_waits_instead_of_failing(settings, start_worker, sim, tmp_path) -> None:
     """Each model's own 429 retries are used up (both deployments cool down); the request waits
     for the first cooldown to end and goes round again instead of failing."""
     from pipeline.catalog import load_catalog
@@ -169,7 +169,7 @@ async def test_all_candidates_rate_limited_waits_instead_of_failing(settings, st
 
 
 @pytest.mark.parametrize("ordered", [True, False])
-async def test_per_key_ordering_is_optional(settings, ordered: bool) -> None:  # noqa: ANN001
+async def test_per_key_ordering_is_optional(settings, ordered: bool) -> None:
     """With ordering on, records of one key finish in offset order even when early ones are slow."""
     import random
 
@@ -179,7 +179,7 @@ async def test_per_key_ordering_is_optional(settings, ordered: bool) -> None:  #
     delays = {i: rng.uniform(0, 0.2) for i in range(30)}
     finished: dict[bytes, list[int]] = {b"a": [], b"b": []}
 
-    async def process(record) -> None:  # noqa: ANN001
+    async def process(record) -> None:
         i = int(record.value)
         await asyncio.sleep(delays[i])
         finished[record.key].append(i)

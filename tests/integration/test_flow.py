@@ -19,7 +19,7 @@ from tests.integration.kafka_helpers import (
 pytestmark = pytest.mark.kafka
 
 
-async def usage_rows(worker, sql_tail: str = "") -> list[tuple]:  # noqa: ANN001
+async def usage_rows(worker, sql_tail: str = "") -> list[tuple]:
     db = worker.settings.clickhouse_database
     return await worker.store.query(
         f"SELECT request_id, attempt, model, status, error_code, is_fallback, cost_usd, total_tokens "
@@ -27,11 +27,11 @@ async def usage_rows(worker, sql_tail: str = "") -> list[tuple]:  # noqa: ANN001
     )
 
 
-def replies_by_id(records) -> dict[str, CompletionReply]:  # noqa: ANN001
+def replies_by_id(records) -> dict[str, CompletionReply]:
     return {r.request_id: r for r in (CompletionReply.model_validate_json(x.value) for x in records)}
 
 
-async def test_n_requests_give_n_replies_and_n_usage_rows(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_n_requests_give_n_replies_and_n_usage_rows(settings, start_worker, sim) -> None:
     worker = await start_worker()
     tasks = ["summarize", "classify", "extract", "reason", "unrouted-task"]
     n = 60
@@ -67,12 +67,12 @@ async def test_n_requests_give_n_replies_and_n_usage_rows(settings, start_worker
     assert len(await sim.requests()) == n
 
 
-async def _rows_if(worker, n: int):  # noqa: ANN001, ANN202
+async def _rows_if(worker, n: int):
     rows = await usage_rows(worker)
     return rows if len(rows) >= n else None
 
 
-async def test_bad_input_is_dead_lettered_and_the_worker_moves_on(settings, start_worker) -> None:  # noqa: ANN001
+async def test_bad_input_is_dead_lettered_and_the_worker_moves_on(settings, start_worker) -> None:
     await start_worker(max_message_bytes=4096)
     huge = request_doc("too-big", messages=[{"role": "user", "content": "x" * 8000}])
     bad = [
@@ -107,14 +107,14 @@ async def test_bad_input_is_dead_lettered_and_the_worker_moves_on(settings, star
     assert replies["good-after-bad"].status == "ok"
 
 
-def record_partition_of(record, produced) -> int:  # noqa: ANN001
+def record_partition_of(record, produced) -> int:
     """Dead-letter headers name the source partition; the default partitioner hashes the key."""
     from aiokafka.partitioner import DefaultPartitioner
 
     return DefaultPartitioner()(record.key, list(range(4)), list(range(4)))
 
 
-async def test_reply_to_allowed_and_refused(settings, start_worker) -> None:  # noqa: ANN001
+async def test_reply_to_allowed_and_refused(settings, start_worker) -> None:
     await start_worker()
     custom = settings.topic_replies + ".team-a"  # matches the default llm.replies* pattern
     from pipeline.transport.kafka import ensure_topics
@@ -133,7 +133,7 @@ async def test_reply_to_allowed_and_refused(settings, start_worker) -> None:  # 
     assert default_replies["to-forbidden"].error.code == ErrorCode.REPLY_TOPIC_NOT_ALLOWED
 
 
-async def test_explicit_model_is_honoured(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_explicit_model_is_honoured(settings, start_worker, sim) -> None:
     await start_worker()
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests,
                   [(b"k", encode(request_doc("explicit", "summarize", model="sim-claude-haiku")))])
@@ -144,7 +144,7 @@ async def test_explicit_model_is_honoured(settings, start_worker, sim) -> None: 
     assert [(c["api"], c["model"]) for c in calls] == [("anthropic", "claude-haiku-4-5")]
 
 
-async def test_failed_primary_falls_back_and_both_attempts_are_recorded(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_failed_primary_falls_back_and_both_attempts_are_recorded(settings, start_worker, sim) -> None:
     worker = await start_worker()
     await sim.add_rule({"model": "gpt-4o-mini", "fault": "server_error", "status": 503})
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests,
@@ -167,7 +167,7 @@ async def test_failed_primary_falls_back_and_both_attempts_are_recorded(settings
     assert sum(r[6] for r in rows[:3]) == 0 and rows[3][6] > 0
 
 
-async def test_every_candidate_failing_gives_an_error_reply(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_every_candidate_failing_gives_an_error_reply(settings, start_worker, sim) -> None:
     worker = await start_worker()
     await sim.add_rule({"model": "gpt-4o-mini", "fault": "rate_limit", "retry_after_s": 0.2})
     await sim.add_rule({"model": "claude-haiku-4-5", "fault": "auth"})
@@ -183,7 +183,7 @@ async def test_every_candidate_failing_gives_an_error_reply(settings, start_work
     assert [(r[3], r[4]) for r in rows] == [("error", "rate_limited")] * 3 + [("error", "auth_error")]
 
 
-async def test_unknown_model_and_missing_route_get_error_replies(settings, start_worker, tmp_path) -> None:  # noqa: ANN001
+async def test_unknown_model_and_missing_route_get_error_replies(settings, start_worker, tmp_path) -> None:
     from pipeline.catalog import load_catalog
 
     (tmp_path / "models.yaml").write_text((settings.config_dir / "models.yaml").read_text())
@@ -199,7 +199,9 @@ async def test_unknown_model_and_missing_route_get_error_replies(settings, start
     assert replies["no-route"].error.code == ErrorCode.NO_ROUTE
 
 
-async def test_api_keys_never_leave_the_process(settings, start_worker, sim, simulator, tmp_path, monkeypatch, caplog) -> None:  # noqa: ANN001
+async def test_api_keys_never_leave_the_process(
+    settings, start_worker, sim, simulator, tmp_path, monkeypatch, caplog,
+) -> None:
     from pipeline.catalog import load_catalog
 
     secret = "sk-test-TOPSECRET-0123456789abcdef"

@@ -33,7 +33,7 @@ async def scrape(port: int) -> str:
         return (await http.get(f"http://127.0.0.1:{port}/metrics")).text
 
 
-async def test_metrics_move_when_requests_flow(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_metrics_move_when_requests_flow(settings, start_worker, sim) -> None:
     worker = await start_worker()
     port = worker.http.port
     before = await scrape(port)
@@ -47,7 +47,7 @@ async def test_metrics_move_when_requests_flow(settings, start_worker, sim) -> N
         await client.publish_raw(b"not json at all")
     await asyncio.sleep(0.5)
     after = await scrape(port)
-    delta = lambda name, **l: sample(after, name, **l) - sample(before, name, **l)  # noqa: E731
+    delta = lambda name, **labels: sample(after, name, **labels) - sample(before, name, **labels)  # noqa: E731
     assert delta("llm_requests_total", task_type="summarize", status="ok") == 3
     assert delta("llm_attempts_total", model="sim-gpt-4o-mini", outcome="error", error_code="auth_error") == 1
     assert delta("llm_fallbacks_total", model="sim-claude-haiku") == 1
@@ -65,7 +65,7 @@ async def test_metrics_move_when_requests_flow(settings, start_worker, sim) -> N
     await eventually(lag_reported, timeout_s=15)
 
 
-async def test_health_and_readiness(settings, start_worker) -> None:  # noqa: ANN001
+async def test_health_and_readiness(settings, start_worker) -> None:
     worker = await start_worker()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{worker.http.port}") as http:
         assert (await http.get("/healthz")).json() == {"status": "ok"}
@@ -75,7 +75,7 @@ async def test_health_and_readiness(settings, start_worker) -> None:  # noqa: AN
 
 
 @pytest.mark.slow
-async def test_readiness_flips_when_the_broker_goes_away(settings, sim, tmp_path) -> None:  # noqa: ANN001
+async def test_readiness_flips_when_the_broker_goes_away(settings, sim, tmp_path) -> None:
     from pipeline.catalog import load_catalog
     from pipeline.local.apache_kafka import ApacheKafka
     from pipeline.worker.app import create_worker
@@ -107,7 +107,7 @@ async def test_readiness_flips_when_the_broker_goes_away(settings, sim, tmp_path
         await asyncio.to_thread(kafka.stop)
 
 
-def test_json_log_lines_carry_request_context_and_no_prompt(capsys) -> None:  # noqa: ANN001
+def test_json_log_lines_carry_request_context_and_no_prompt(capsys) -> None:
     from pipeline.logs import configure_logging
 
     configure_logging("INFO", "json")

@@ -74,7 +74,7 @@ async def usage_rows(worker: Any, request_id: str) -> list[tuple]:
         {"r": request_id})
 
 
-async def test_a_streamed_answer_arrives_as_ordered_chunks_that_rebuild_the_reply(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_a_streamed_answer_arrives_as_ordered_chunks_that_rebuild_the_reply(settings, start_worker, sim) -> None:
     await sim.configure(stream_chunk_words=2, stream_chunk_delay_ms=5)
     worker = await start_worker()
     tasks = {"st-openai": "summarize", "st-ollama": "classify", "st-anthropic": "extract"}
@@ -92,12 +92,12 @@ async def test_a_streamed_answer_arrives_as_ordered_chunks_that_rebuild_the_repl
         assert "".join(c.delta for _, _, c in mine) == reply.content  # rebuilt exactly
         assert {c.model for _, _, c in mine} == {reply.model}
     rows = await eventually(lambda: usage_rows(worker, "st-anthropic"), timeout_s=30)
-    (attempt, model, status, _, kind, streamed, cache_hit, ttft, prompt, completion, cost) = rows[0]
+    (_attempt, model, status, _, kind, streamed, cache_hit, ttft, prompt, completion, cost) = rows[0]
     assert (model, status, kind, streamed, cache_hit) == ("sim-claude-haiku", "ok", "completion", True, False)
     assert ttft > 0 and prompt > 0 and completion > 0 and cost > 0  # usage and cost of a stream are known
 
 
-async def test_a_stream_falls_back_before_its_first_chunk(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_a_stream_falls_back_before_its_first_chunk(settings, start_worker, sim) -> None:
     await sim.configure(stream_chunk_words=1, stream_chunk_delay_ms=5)
     await sim.set_rules([{"model": "gpt-4o-mini", "fault": "server_error", "status": 503, "times": 100}])
     await start_worker()
@@ -111,7 +111,7 @@ async def test_a_stream_falls_back_before_its_first_chunk(settings, start_worker
 
 
 
-async def test_a_stream_broken_after_its_first_chunk_is_not_replaced(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_a_stream_broken_after_its_first_chunk_is_not_replaced(settings, start_worker, sim) -> None:
     await sim.configure(stream_chunk_words=1, stream_chunk_delay_ms=5)
     await sim.set_rules([{"model": "gpt-4o-mini", "fault": "stream_cut"}])
     worker = await start_worker()
@@ -126,7 +126,7 @@ async def test_a_stream_broken_after_its_first_chunk_is_not_replaced(settings, s
     assert [(r[1], r[2], r[3]) for r in rows] == [("sim-gpt-4o-mini", "error", "stream_interrupted")]
 
 
-async def test_tool_calls_pass_through_and_a_tool_result_gets_an_answer(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_tool_calls_pass_through_and_a_tool_result_gets_an_answer(settings, start_worker, sim) -> None:
     await start_worker()
     tasks = {"tool-openai": "summarize", "tool-ollama": "classify", "tool-anthropic": "extract"}
     await send(settings, [request_doc(rid, task, tools=[LOOKUP_TOOL], tool_choice="auto")
@@ -151,14 +151,15 @@ async def test_tool_calls_pass_through_and_a_tool_result_gets_an_answer(settings
     assert answer.status == "ok" and answer.content and not answer.tool_calls
 
 
-async def test_structured_output_is_validated_retried_and_falls_back(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_structured_output_is_validated_retried_and_falls_back(settings, start_worker, sim) -> None:
     worker = await start_worker()
     fmt = {"type": "json_schema", "json_schema": {"name": "sentiment", "schema": SENTIMENT}}
     await send(settings, [request_doc("js-ok", "classify", response_format=fmt)])
     replies, _ = await replies_and_chunks(settings, 1)
     ok = replies["js-ok"]
     assert ok.status == "ok" and ok.model == "sim-llama", ok.error
-    assert not list(Draft202012Validator(SENTIMENT).iter_errors(ok.parsed)) and json.loads(ok.content or "") == ok.parsed
+    assert not list(Draft202012Validator(SENTIMENT).iter_errors(ok.parsed))
+    assert json.loads(ok.content or "") == ok.parsed
 
     await sim.set_rules([{"model": "llama3.1", "fault": "invalid_json", "times": 1}])
     await send(settings, [request_doc("js-retry", "classify", response_format=fmt)])
@@ -183,7 +184,7 @@ async def test_structured_output_is_validated_retried_and_falls_back(settings, s
     assert [(r[2], r[3]) for r in rows] == [("error", "invalid_structured_output")] * 4  # each refused answer counted
 
 
-async def test_templates_render_and_bad_variables_get_named(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_templates_render_and_bad_variables_get_named(settings, start_worker, sim) -> None:
     await start_worker()
     await send(settings, [
         request_doc("tpl-ok", "summarize", messages=None, template="summarize-ticket",
@@ -202,7 +203,7 @@ async def test_templates_render_and_bad_variables_get_named(settings, start_work
     assert unknown is not None and unknown.code == ErrorCode.UNKNOWN_TEMPLATE and "summarize-ticket" in unknown.message
 
 
-async def test_embeddings_are_routed_budgeted_and_recorded(settings, start_worker, sim) -> None:  # noqa: ANN001
+async def test_embeddings_are_routed_budgeted_and_recorded(settings, start_worker, sim) -> None:
     worker = await start_worker()
     texts = ["kafka is a log", "clickhouse is columnar", "kafka is a log"]
     await send(settings, [{"request_id": "emb-1", "task_type": "embed", "kind": "embedding", "input": texts,
@@ -227,7 +228,7 @@ async def test_embeddings_are_routed_budgeted_and_recorded(settings, start_worke
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
-async def test_the_response_cache_answers_repeats_for_free(settings, start_worker, sim, redis_url, backend) -> None:  # noqa: ANN001
+async def test_the_response_cache_answers_repeats_for_free(settings, start_worker, sim, redis_url, backend) -> None:
     overrides: dict[str, Any] = {"response_cache": backend}
     if backend == "redis":
         overrides |= {"redis_url": redis_url, "redis_namespace": f"cache-{settings.consumer_group}"}
@@ -236,7 +237,8 @@ async def test_the_response_cache_answers_repeats_for_free(settings, start_worke
     same = {"messages": [{"role": "user", "content": "what is a partition?"}], "temperature": 0}
     await send(settings, [request_doc("c-1", "summarize", **same)])
     await replies_and_chunks(settings, 1)
-    await send(settings, [request_doc("c-2", "summarize", **same), request_doc("c-3", "summarize", cache=False, **same)])
+    await send(settings, [request_doc("c-2", "summarize", **same),
+                          request_doc("c-3", "summarize", cache=False, **same)])
     replies, _ = await replies_and_chunks(settings, 3)
     first, hit, opted_out = replies["c-1"], replies["c-2"], replies["c-3"]
     assert not first.cached and first.cost_usd > 0

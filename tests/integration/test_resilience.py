@@ -69,7 +69,8 @@ async def test_5xx_storm_falls_back_and_cools_the_primary_down(settings, start_w
 async def test_insufficient_quota_falls_back_at_once_and_cools_down_long(settings, start_worker, sim, tmp_path) -> None:
     """OpenAI's 429 `insufficient_quota` is no rate limit: no retry, no back-pressure wait, the
     fallback answers at once, and one such answer cools the deployment down for quota_cooldown_s."""
-    models = TWO_MODELS.replace("{cooldown_s: 30, allowed_fails: 3}", "{cooldown_s: 1, allowed_fails: 3, quota_cooldown_s: 600}")
+    models = TWO_MODELS.replace("{cooldown_s: 30, allowed_fails: 3}",
+                                "{cooldown_s: 1, allowed_fails: 3, quota_cooldown_s: 600}")
     await start_worker(catalog=catalog_from(tmp_path, models, CHAIN))
     await sim.add_rule({"model": "gpt-4o-mini", "fault": "quota"})
     async with PipelineClient(settings) as client:

@@ -39,7 +39,7 @@ def req(request_id: str, task: str = "summarize", **kw: object) -> CompletionReq
                              messages=[{"role": "user", "content": f"short text {request_id}"}], **kw)
 
 
-async def test_skipped_candidates_are_explained_in_reply_and_usage_row(settings, start_worker) -> None:  # noqa: ANN001
+async def test_skipped_candidates_are_explained_in_reply_and_usage_row(settings, start_worker) -> None:
     worker = await start_worker()
     async with PipelineClient(settings) as client:
         reply = await client.complete(req("vision-1", "describe-image"), timeout=30)
@@ -61,7 +61,7 @@ async def test_skipped_candidates_are_explained_in_reply_and_usage_row(settings,
                           "vision-1": ["sim-llama:missing_capability"]}
 
 
-async def test_tight_max_cost_picks_the_cheaper_model(settings, start_worker) -> None:  # noqa: ANN001
+async def test_tight_max_cost_picks_the_cheaper_model(settings, start_worker) -> None:
     await start_worker()
     async with PipelineClient(settings) as client:
         reply = await client.complete(req("thrifty", "reason", max_tokens=200, max_cost_usd=0.0015), timeout=30)
@@ -70,7 +70,7 @@ async def test_tight_max_cost_picks_the_cheaper_model(settings, start_worker) ->
     assert [(s.model, s.reason) for s in reply.routing.skipped] == [("sim-gpt-4o", SkipReason.OVER_COST_CEILING)]
 
 
-async def test_exhausted_tenant_budget_refuses_while_others_are_served(settings, start_worker, tmp_path) -> None:  # noqa: ANN001
+async def test_exhausted_tenant_budget_refuses_while_others_are_served(settings, start_worker, tmp_path) -> None:
     catalog = load_catalog(config_dir(tmp_path, ONE_MODEL_ROUTES))
     await start_worker(catalog=catalog)
     async with PipelineClient(settings) as client:
@@ -87,7 +87,7 @@ async def test_exhausted_tenant_budget_refuses_while_others_are_served(settings,
     assert other.status == "ok"
 
 
-async def test_concurrent_requests_never_overspend_a_small_budget(settings, start_worker, tmp_path, sim) -> None:  # noqa: ANN001
+async def test_concurrent_requests_never_overspend_a_small_budget(settings, start_worker, tmp_path, sim) -> None:
     await sim.configure(latency_ms=200)
     catalog = load_catalog(config_dir(tmp_path, ONE_MODEL_ROUTES.replace("0.0001", "0.0005")))
     await start_worker(catalog=catalog)
@@ -101,7 +101,7 @@ async def test_concurrent_requests_never_overspend_a_small_budget(settings, star
     assert sum(r.cost_usd for r in ok) <= 0.0005
 
 
-async def test_budget_alert_is_published_once_per_window(settings, start_worker, tmp_path) -> None:  # noqa: ANN001
+async def test_budget_alert_is_published_once_per_window(settings, start_worker, tmp_path) -> None:
     from tests.integration.kafka_helpers import read_topic
 
     routing = ONE_MODEL_ROUTES.replace("tiny: {daily_usd: 0.0001}", "alerty: {daily_usd: 0.001}") + \
@@ -117,12 +117,14 @@ async def test_budget_alert_is_published_once_per_window(settings, start_worker,
     assert budgets == ["tenant alerty daily"]
 
 
-async def test_config_edit_takes_effect_and_a_broken_edit_is_rejected(settings, start_worker, tmp_path) -> None:  # noqa: ANN001
+async def test_config_edit_takes_effect_and_a_broken_edit_is_rejected(settings, start_worker, tmp_path) -> None:
     cfg = config_dir(tmp_path, ONE_MODEL_ROUTES)
     worker = await start_worker(reload_config=True, config_dir=cfg, config_reload_interval_s=0.1)
     async with PipelineClient(settings) as client:
         before = await client.complete(req("cfg-1"), timeout=30)
-        (cfg / "routing.yaml").write_text(ONE_MODEL_ROUTES.replace("[sim-gpt-4o-mini]}\ndefault", "[sim-llama]}\ndefault"))
+        (cfg / "routing.yaml").write_text(
+            ONE_MODEL_ROUTES.replace("[sim-gpt-4o-mini]}\ndefault", "[sim-llama]}\ndefault")
+        )
         await eventually(lambda: _true(worker.live_catalog.reloads == 1))
         after = await client.complete(req("cfg-2"), timeout=30)
         (cfg / "routing.yaml").write_text("routes:\n  summarize: {candidates: [no-such-model]}\n")
@@ -136,7 +138,7 @@ async def _true(value: bool) -> bool:
     return value
 
 
-async def test_spend_survives_a_worker_restart(settings, start_worker, tmp_path) -> None:  # noqa: ANN001
+async def test_spend_survives_a_worker_restart(settings, start_worker, tmp_path) -> None:
     catalog = load_catalog(config_dir(tmp_path, ONE_MODEL_ROUTES))
     first = await start_worker(catalog=catalog)
     async with PipelineClient(settings) as client:
@@ -156,7 +158,7 @@ async def test_spend_survives_a_worker_restart(settings, start_worker, tmp_path)
 @pytest.mark.parametrize("model, litellm_name", [
     ("sim-gpt-4o-mini", "gpt-4o-mini"), ("sim-gpt-4o", "gpt-4o"), ("sim-claude-haiku", "claude-haiku-4-5"),
 ])
-async def test_recorded_cost_matches_the_price_map(settings, start_worker, model: str, litellm_name: str) -> None:  # noqa: ANN001
+async def test_recorded_cost_matches_the_price_map(settings, start_worker, model: str, litellm_name: str) -> None:
     import litellm
 
     await start_worker()
@@ -168,7 +170,7 @@ async def test_recorded_cost_matches_the_price_map(settings, start_worker, model
     assert reply.cost_usd > 0
 
 
-async def test_recorded_cost_uses_the_catalog_price_override(settings, start_worker, tmp_path) -> None:  # noqa: ANN001
+async def test_recorded_cost_uses_the_catalog_price_override(settings, start_worker, tmp_path) -> None:
     d = config_dir(tmp_path, "default: {candidates: [priced]}\n")
     (d / "models.yaml").write_text(
         "models:\n  priced:\n    litellm_model: ollama_chat/llama3.1\n"
@@ -181,7 +183,7 @@ async def test_recorded_cost_uses_the_catalog_price_override(settings, start_wor
 
 
 @pytest.mark.slow
-async def test_two_worker_processes_sharing_redis_respect_one_budget(settings, sim, redis_url, tmp_path) -> None:  # noqa: ANN001
+async def test_two_worker_processes_sharing_redis_respect_one_budget(settings, sim, redis_url, tmp_path) -> None:
     """Each worker alone would allow the whole budget; through Redis they share it."""
     import signal
 

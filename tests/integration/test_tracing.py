@@ -16,7 +16,7 @@ PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 
 @pytest.fixture
-def spans():  # noqa: ANN201
+def spans():
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -35,7 +35,7 @@ def spans():  # noqa: ANN201
     tracing.disable()
 
 
-async def test_spans_continue_the_producers_trace(settings, start_worker, sim, spans) -> None:  # noqa: ANN001
+async def test_spans_continue_the_producers_trace(settings, start_worker, sim, spans) -> None:
     await start_worker(tracing=True)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()

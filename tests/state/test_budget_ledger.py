@@ -36,7 +36,7 @@ def line(key: str, limit: int, alert_at: int | None = None) -> BudgetLine:
     return BudgetLine(key, key.replace(":", " "), limit, alert_at if alert_at is not None else limit)
 
 
-async def test_reserve_is_all_or_nothing_across_lines(ledgers) -> None:  # noqa: ANN001
+async def test_reserve_is_all_or_nothing_across_lines(ledgers) -> None:
     ledger, _ = ledgers
     big, small = line("global:daily:d", 1000), line("tenant=a:daily:d", 100)
     assert await ledger.reserve([big, small], 60) is None
@@ -44,7 +44,7 @@ async def test_reserve_is_all_or_nothing_across_lines(ledgers) -> None:  # noqa:
     assert await ledger.values([big.key, small.key]) == [60, 60]  # nothing added on refusal
 
 
-async def test_concurrent_reservations_never_exceed_the_limit(ledgers) -> None:  # noqa: ANN001
+async def test_concurrent_reservations_never_exceed_the_limit(ledgers) -> None:
     a, b = ledgers
     budget = line("tenant=b:daily:d", 1000)
     results = await asyncio.gather(*((a if i % 2 else b).reserve([budget], 30) for i in range(200)))
@@ -52,7 +52,7 @@ async def test_concurrent_reservations_never_exceed_the_limit(ledgers) -> None: 
     assert await a.values([budget.key]) == [(1000 // 30) * 30]
 
 
-async def test_settle_adjusts_and_alerts_once(ledgers) -> None:  # noqa: ANN001
+async def test_settle_adjusts_and_alerts_once(ledgers) -> None:
     ledger, other = ledgers
     budget = line("tenant=c:daily:d", 1000, alert_at=500)
     assert await ledger.reserve([budget], 400) is None
@@ -66,7 +66,7 @@ async def test_settle_adjusts_and_alerts_once(ledgers) -> None:  # noqa: ANN001
     assert await ledger.values([budget.key]) == [610]
 
 
-async def test_restore_only_raises(ledgers) -> None:  # noqa: ANN001
+async def test_restore_only_raises(ledgers) -> None:
     ledger, _ = ledgers
     await ledger.restore("k", 500)
     await ledger.restore("k", 200)

@@ -26,7 +26,7 @@ def test_percentile_picks_the_nearest_rank() -> None:
     assert compare.percentile([7.0], 99.9) == 7.0
 
 
-def _result(system: str, phase: str, rps: float, cpu: float, p50: float = 10.0, latency: float = 0.0):  # noqa: ANN202
+def _result(system: str, phase: str, rps: float, cpu: float, p50: float = 10.0, latency: float = 0.0):
     return compare.PhaseResult(system=system, phase=phase, provider_latency_ms=latency, load="x", completed=100,
                                failed=0, wall_s=1.0, throughput_rps=rps, p50_ms=p50, p90_ms=p50, p99_ms=p50 * 2,
                                cpu_s=0.0, cpu_s_per_1k=cpu, infra_cpu_s_per_1k=0.0, peak_rss_mib=1.0)
@@ -52,7 +52,7 @@ def test_targets_are_ratios_of_phases_of_the_same_run() -> None:
 
 
 @pytest.mark.timeout(120)
-async def test_driver_measures_a_window_against_the_simulator(simulator) -> None:  # noqa: ANN001
+async def test_driver_measures_a_window_against_the_simulator(simulator) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(REPO / "bench" / "driver.py"), "--system", "floor", "--target", simulator.url,
         "--concurrency", "4", "--duration", "1", "--warmup", "0.2",

@@ -30,12 +30,12 @@ class MemoryPublisher:
 
 
 class Answering:
-    async def complete(self, spec, request, *, timeout_s, on_delta=None):  # noqa: ANN001, ANN201
+    async def complete(self, spec, request, *, timeout_s, on_delta=None):
         return ProviderResponse("fine", 5, 5)
 
 
 class Buggy:
-    async def complete(self, spec, request, *, timeout_s, on_delta=None):  # noqa: ANN001, ANN201
+    async def complete(self, spec, request, *, timeout_s, on_delta=None):
         raise ZeroDivisionError("a bug, not a provider error")
 
 

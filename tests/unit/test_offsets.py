@@ -27,7 +27,7 @@ def test_commit_point_is_lowest_unfinished() -> None:
 
 def test_stuck_offset_holds_commit_while_later_ones_finish() -> None:
     t: OffsetTracker[int] = OffsetTracker()
-    for o in range(0, 101):
+    for o in range(101):
         t.start(0, o)
     for o in range(1, 101):
         t.finish(0, o)

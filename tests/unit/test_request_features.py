@@ -49,7 +49,7 @@ class Scripted:
         self.script = script
         self.calls: list[str] = []
 
-    async def complete(self, spec, req, *, timeout_s, on_delta=None):  # noqa: ANN001, ANN201
+    async def complete(self, spec, req, *, timeout_s, on_delta=None):
         self.calls.append(spec.name)
         outcomes = self.script[spec.name]
         outcome = outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]

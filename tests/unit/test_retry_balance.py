@@ -61,7 +61,7 @@ def test_full_jitter_stays_within_the_cap(n: int) -> None:
     rng = random.Random(n)
     delays = [backoff_delay(n, 0.5, 8.0, rng) for _ in range(2000)]
     cap = min(8.0, 0.5 * 2 ** (n - 1))
-    assert 0 <= min(delays) and max(delays) <= cap
+    assert min(delays) >= 0 and max(delays) <= cap
     assert sum(delays) / len(delays) == pytest.approx(cap / 2, rel=0.1)  # uniform: mean is half the cap
 
 

@@ -28,7 +28,7 @@ class ScriptedProvider:
         self.script = script
         self.calls: list[str] = []
 
-    async def complete(self, spec, req, *, timeout_s, on_delta=None):  # noqa: ANN001, ANN201
+    async def complete(self, spec, req, *, timeout_s, on_delta=None):
         self.calls.append(spec.name)
         outcome = self.script[spec.name]
         if isinstance(outcome, ProviderError):

@@ -207,7 +207,9 @@ def test_missing_or_empty_file_means_no_templates(tmp_path: Path) -> None:
 
 def test_env_interpolation_applies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEMPLATE_TEST_BRAND", "Acme")
-    t = templates_from(tmp_path, one('variables: {q: {}}\nmessages: [{role: user, content: "${TEMPLATE_TEST_BRAND}: {q}"}]'))
+    t = templates_from(
+        tmp_path, one('variables: {q: {}}\nmessages: [{role: user, content: "${TEMPLATE_TEST_BRAND}: {q}"}]')
+    )
     assert t["t"].messages[0].content == "Acme: {q}"
 
 
@@ -298,7 +300,9 @@ def test_variable_problems_are_all_named(tmp_path: Path) -> None:
         ErrorCode.TEMPLATE_VARIABLES, "template 'summarize-ticket': missing variable 'ticket'; unknown variable 'tickt'"
     )
     refusal = apply_template(request(), templates)
-    assert refusal == TemplateRefusal(ErrorCode.TEMPLATE_VARIABLES, "template 'summarize-ticket': missing variable 'ticket'")
+    assert refusal == TemplateRefusal(
+        ErrorCode.TEMPLATE_VARIABLES, "template 'summarize-ticket': missing variable 'ticket'",
+    )
     refusal = apply_template(
         request(variables={"ticket": {"text": "x"}, "language": ["en"], "extra": 1, "zz": None}), templates
     )
@@ -311,7 +315,9 @@ def test_variable_problems_are_all_named(tmp_path: Path) -> None:
     )
     refusal = apply_template(request(variables={"ticket": None}), templates)
     assert isinstance(refusal, TemplateRefusal)
-    assert refusal.detail == "template 'summarize-ticket': variable 'ticket' must be a string, number or boolean, not null"
+    assert refusal.detail == (
+        "template 'summarize-ticket': variable 'ticket' must be a string, number or boolean, not null"
+    )
 
 
 def test_rendered_request_serialises(tmp_path: Path) -> None:
