@@ -193,6 +193,17 @@ def test_error_responses(api: str) -> None:
         wire.error_response(api, "timeout", "m", prompt_tokens=1)
 
 
+def test_quota_and_overloaded_as_each_provider_sends_them() -> None:
+    status, body, _ = wire.error_response("openai", "quota", "m", prompt_tokens=1)
+    assert status == 429 and body["error"]["code"] == body["error"]["type"] == "insufficient_quota"
+    status, body, _ = wire.error_response("anthropic", "quota", "m", prompt_tokens=1)
+    assert status == 400 and "credit balance is too low" in body["error"]["message"]
+    assert wire.error_response("ollama", "quota", "m", prompt_tokens=1)[0] == 429
+    status, body, _ = wire.error_response("anthropic", "overloaded", "m", prompt_tokens=1)
+    assert status == 529 and body["error"]["type"] == "overloaded_error"
+    assert wire.error_response("openai", "overloaded", "m", prompt_tokens=1)[0] == 503
+
+
 def test_error_bodies_never_echo_keys_and_malformed_is_not_json() -> None:
     _, body, _ = wire.error_response("openai", "auth", "m", prompt_tokens=1)
     assert body["error"]["code"] == "invalid_api_key" and "sk-" not in json.dumps(body)

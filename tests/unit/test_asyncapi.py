@@ -148,4 +148,5 @@ def test_docs_server_serves_the_page_and_the_document(docs_url: str) -> None:
         assert json.loads(resp.read()) == build_asyncapi()
     with pytest.raises(urllib.error.HTTPError) as err:
         _HTTP.open(f"{docs_url}/nope", timeout=5)
+    err.value.close()  # an HTTPError holds the response's socket
     assert err.value.code == 404
