@@ -14,10 +14,18 @@ source scripts/uv.sh
 latest="$(mktemp -d)/latest.txt"
 "$UV" pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes \
   --no-header --quiet --upgrade -o "$latest"
-pins() { grep -E '^[A-Za-z0-9][A-Za-z0-9._-]*==' "$1" | cut -d' ' -f1 | sort; }
 echo "==> newest allowed versions that differ from requirements/dev.txt (locked -> newest):"
-join -t= -a1 -a2 -e '(none)' -o 0,1.3,2.3 <(pins requirements/dev.txt | sed 's/==/=/') <(pins "$latest" | sed 's/==/=/') \
-  | awk -F= '$2 != $3 { printf "    %-36s %-16s -> %s\n", $1, $2, $3; moved++ } END { if (!moved) print "    (none: the lock is current)" }'
+"${PYTHON:-python3}" - requirements/dev.txt "$latest" <<'PY'
+import re, sys
+def pins(path):
+    return dict(m.groups() for m in re.finditer(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", open(path).read(), re.M))
+locked, newest = pins(sys.argv[1]), pins(sys.argv[2])
+moved = [(n, locked.get(n, "(none)"), newest.get(n, "(none)")) for n in sorted(set(locked) | set(newest), key=str.lower)
+         if locked.get(n) != newest.get(n)]
+for name, old, new in moved:
+    print(f"    {name:36} {old:16} -> {new}")
+print(f"    {len(moved)} of {len(newest)} packages moved" if moved else "    (none: the lock is current)")
+PY
 
 set +e
 PIPELINE_VENV="${PIPELINE_DRIFT_VENV:-.venv-latest}" PIPELINE_LOCK="$latest" bash scripts/test.sh "$@"
