@@ -55,6 +55,23 @@ async def start_worker_process(env: dict[str, str], log_path) -> asyncio.subproc
         )
 
 
+async def terminate(proc: asyncio.subprocess.Process, *, timeout_s: float = 30) -> int:
+    """SIGTERM and wait; a worker that does not stop in time is dumped (py-spy: where every thread
+    is) and killed, and the test fails with that dump, so a shutdown hang is diagnosable from CI."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout_s)
+    except TimeoutError:
+        spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+        dump = await asyncio.create_subprocess_exec(spy, "dump", "--pid", str(proc.pid), stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+        stacks, _ = await asyncio.wait_for(dump.communicate(), 60)
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"worker {proc.pid} did not stop within {timeout_s:g} s of SIGTERM; its threads:\n"
+                             + stacks.decode(errors="replace")) from None
+
+
 async def collect_replies(bootstrap: str, topic: str, want: int, *, timeout_s: float, settle_s: float) -> dict:
     """request_id -> [(reply bytes, broker timestamp in s)], until `want` distinct ids arrived (+ settle)."""
     partitions = await topic_partitions(bootstrap, topic)
@@ -113,8 +130,7 @@ async def test_sigkill_mid_burst_loses_nothing_and_pays_at_most_in_flight_twice(
         replies = await collect_replies(settings.kafka_bootstrap_servers, settings.topic_replies, BURST,
                                         timeout_s=120, settle_s=3)
     finally:
-        second.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(second.wait(), 30)
+        await terminate(second)
     assert set(replies) == {f"burst-{i:03d}" for i in range(BURST)}, "every request gets a reply"
     assert all(len({v for v, _ in values}) == 1 for values in replies.values()), "never two different replies"
     calls = await sim.requests()
@@ -143,15 +159,13 @@ async def test_rebalance_mid_burst_duplicates_only_in_flight_work(settings, sim,
         # joins the group: partitions move mid-burst
         second = await start_worker_process(env, tmp_path / "worker-2.log")
         await wait_for_calls(sim, 250, second, timeout_s=90)
-        first.send_signal(signal.SIGTERM)  # graceful: grace period, commit, hand back
-        assert await asyncio.wait_for(first.wait(), 30) == 0
+        assert await terminate(first) == 0  # graceful: grace period, commit, hand back
         replies = await collect_replies(settings.kafka_bootstrap_servers, settings.topic_replies, BURST,
                                         timeout_s=120, settle_s=3)
     finally:
         for proc in (first, second):
             if proc is not None and proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-                await asyncio.wait_for(proc.wait(), 30)
+                await terminate(proc)
     assert set(replies) == {f"rb-{i:03d}" for i in range(BURST)}, "no gaps"
     assert all(len({v for v, _ in values}) == 1 for values in replies.values())
     calls = await sim.requests()
