@@ -26,9 +26,7 @@ fi
 want="$(sha256sum "$PROXY_LOCK" | cut -d' ' -f1)"
 if [ ! -x "$PROXY_VENV/bin/litellm" ] || [ "$(cat "$PROXY_VENV/.installed" 2>/dev/null)" != "$want" ]; then
   echo "==> installing LiteLLM Proxy ($locked) into $PROXY_VENV"
-  [ -x "$PROXY_VENV/bin/python" ] || "$UV" venv --quiet --python "${PYTHON:-python3}" "$PROXY_VENV"
-  "$UV" pip sync --quiet --python "$PROXY_VENV/bin/python" --require-hashes \
-    --build-constraints requirements/build.txt "$PROXY_LOCK"
+  sync_venv "$PROXY_VENV" "$PROXY_LOCK"
   echo "$want" > "$PROXY_VENV/.installed"
 fi
 

@@ -17,17 +17,11 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
   exit 1
 fi
 source scripts/uv.sh
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "==> creating $VENV"
-  "$UV" venv --quiet --python "$PYTHON" "$VENV"
-fi
 stamp="$VENV/.llm-pipeline-installed"
 want="$(cat "$LOCK" pyproject.toml requirements/build.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "==> installing $LOCK into $VENV"
-  # sync, not install: a package the lock no longer names is removed, so the venv is the lock.
-  "$UV" pip sync --quiet --python "$VENV/bin/python" --require-hashes \
-    --build-constraints requirements/build.txt "$LOCK"
+  sync_venv "$VENV" "$LOCK"  # sync, not install: the venv is the lock
   "$UV" pip install --quiet --python "$VENV/bin/python" --no-deps \
     --build-constraints requirements/build.txt -e .
   echo "$want" > "$stamp"

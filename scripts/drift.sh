@@ -12,8 +12,7 @@ cd "$(dirname "$0")/.."
 source scripts/uv.sh
 
 latest="$(mktemp -d)/latest.txt"
-"$UV" pip compile pyproject.toml --extra dev --universal --python-version 3.11 --generate-hashes \
-  --no-header --quiet --upgrade -o "$latest"
+"$UV" pip compile pyproject.toml --extra dev "${LOCK_COMPILE_ARGS[@]}" --upgrade -o "$latest"
 echo "==> newest allowed versions that differ from requirements/dev.txt (locked -> newest):"
 "${PYTHON:-python3}" - requirements/dev.txt "$latest" <<'PY'
 import re, sys

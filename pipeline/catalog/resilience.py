@@ -73,6 +73,13 @@ class Resilience(BaseModel):
     def rule(self, error_class: str) -> RetryRule:
         return self.retry.get(error_class, RetryRule())
 
+    def cooldown_rule(self, error_class: str) -> tuple[int, float]:
+        """(failures within fail_window_s that start a cooldown, its length) for one error class:
+        one quota_exceeded answer is enough, since a spent quota does not come back in seconds."""
+        if error_class == "quota_exceeded" and self.quota_cooldown_s > 0:
+            return 1, self.quota_cooldown_s
+        return self.allowed_fails, self.cooldown_s
+
 
 class Deployment(BaseModel):
     """One way to reach a catalog model: a provider, key or region. `name` is unique catalog-wide."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pipeline.catalog import ModelSpec
 from pipeline.catalog.resilience import Deployment, Resilience
-from pipeline.contracts import ErrorCode, SkipReason
+from pipeline.contracts import SkipReason
 from pipeline.stages.balance import order_deployments
 from pipeline.stages.retry import DEPLOYMENT_FAULTS
 from pipeline.state.health import HealthState
@@ -74,14 +74,9 @@ class DeploymentPool:
         if error is None:
             await self.health.record_success(deployment.name)
             return False
-        if error.code is ErrorCode.QUOTA_EXCEEDED and policy.quota_cooldown_s > 0:
-            # One answer is enough: the account will not have quota again within the fail window.
-            return await self.health.record_failure(
-                deployment.name, allowed_fails=1, window_s=policy.fail_window_s, cooldown_s=policy.quota_cooldown_s,
-            )
         if error.code in DEPLOYMENT_FAULTS:
+            allowed_fails, cooldown_s = policy.cooldown_rule(error.code.value)
             return await self.health.record_failure(
-                deployment.name, allowed_fails=policy.allowed_fails, window_s=policy.fail_window_s,
-                cooldown_s=policy.cooldown_s,
+                deployment.name, allowed_fails=allowed_fails, window_s=policy.fail_window_s, cooldown_s=cooldown_s,
             )
         return False

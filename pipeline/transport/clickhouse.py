@@ -114,11 +114,11 @@ class ClickHouseUsageStore:
             return self._client
         import clickhouse_connect
 
+        if not self.embedded:
+            self._client = clickhouse_connect.get_client(dsn=self.url, username=self._user, password=self._password)
+            return self._client
         deadline = time.monotonic() + self._lock_wait_s
         while True:
-            if not self.embedded:
-                self._client = clickhouse_connect.get_client(dsn=self.url, username=self._user, password=self._password)
-                return self._client
             with capture_native_stderr() as engine_output:
                 try:
                     self._client = clickhouse_connect.get_client(dsn=self.url)

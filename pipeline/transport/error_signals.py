@@ -230,9 +230,9 @@ def retry_after_s(headers: Mapping[str, str], *, now_s: float | None = None) -> 
                 return max(0.0, parsedate_to_datetime(value).timestamp() - now_s)
             except (TypeError, ValueError, IndexError):
                 pass
-    resets = [_duration(lower.get(f"x-ratelimit-reset-{kind}")) for kind in ("requests", "tokens")]
-    exhausted = [r for kind, r in zip(("requests", "tokens"), resets, strict=True)
-                 if r is not None and lower.get(f"x-ratelimit-remaining-{kind}") == "0"]
+    exhausted = [reset for kind in ("requests", "tokens")
+                 if lower.get(f"x-ratelimit-remaining-{kind}") == "0"
+                 and (reset := _duration(lower.get(f"x-ratelimit-reset-{kind}"))) is not None]
     return max(exhausted) if exhausted else None
 
 

@@ -117,8 +117,8 @@ def provider_signal(exc: BaseException) -> ProviderSignal:
     while len(chain) < 6 and (cause := chain[-1].__cause__ or chain[-1].__context__) is not None:
         chain.append(cause)
     # LiteLLM's own status_code is its mapping (Anthropic's 529 becomes 500); a cause keeps the one sent.
-    statuses = [s for e in chain[1:] + chain[:1] if isinstance(s := getattr(e, "status_code", None), int)]
-    status = next((s for s in statuses if not isinstance(s, bool)), None)
+    status = next((s for e in chain[1:] + chain[:1]
+                   if isinstance(s := getattr(e, "status_code", None), int) and not isinstance(s, bool)), None)
     body: Any = next((b for e in chain if isinstance(b := getattr(e, "body", None), dict | str) and b), None)
     response = getattr(exc, "response", None)
     if body is None and response is not None:
