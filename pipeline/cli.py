@@ -60,8 +60,13 @@ def _run_service(main: Callable[[], Coroutine[Any, Any, None]], settings: Settin
             if settings.event_loop == "uvloop":
                 err.print("[red]PIPELINE_EVENT_LOOP=uvloop but uvloop is not installed[/red]")
                 raise typer.Exit(2) from None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main())
+    from pipeline.lifecycle import ShutdownHung, run_service
+
+    try:
+        run_service(main, loop_factory=factory)
+    except ShutdownHung as exc:
+        err.print(f"[red]shutdown hung:[/red] {exc} (their stacks are in the log)")
+        raise typer.Exit(1) from None
 
 
 async def _until_signalled() -> None:
