@@ -54,6 +54,7 @@ KAFKA_BINDING_VERSION = "0.4.0"  # what FastStream 0.7 writes on channels
 
 _DLQ_HEADER_TEXT: dict[DeadLetterHeader, str] = {
     DeadLetterHeader.REASON: "Why, an ErrorCode value: `invalid_json`, `schema_invalid`, `too_large`, "
+    "`reply_undeliverable` (the reply topic refused the reply for good), "
     "or `internal_error` once handling failed `dlq_attempts` times.",
     DeadLetterHeader.DETAIL: "Human-readable detail (at most 2000 characters), e.g. the validation errors.",
     DeadLetterHeader.SOURCE_TOPIC: "Topic the original record was read from.",
@@ -63,6 +64,8 @@ _DLQ_HEADER_TEXT: dict[DeadLetterHeader, str] = {
     "got an error reply).",
     DeadLetterHeader.FAILED_AT: "When it was dead-lettered (ISO 8601, UTC).",
     DeadLetterHeader.ATTEMPTS: "Tries before giving up; only on records whose handling raised (poison records).",
+    DeadLetterHeader.VALUE_OMITTED: "Only when the original did not fit the dead-letter topic: its size and why; "
+    "the value is then empty (the original stays in the source topic until its retention ends).",
 }
 _DLQ_ALWAYS = (
     DeadLetterHeader.REASON,

@@ -69,12 +69,21 @@ def _run_service(main: Callable[[], Coroutine[Any, Any, None]], settings: Settin
         raise typer.Exit(1) from None
 
 
-async def _until_signalled() -> None:
+async def _until_signalled(failure: Coroutine[Any, Any, BaseException] | None = None) -> BaseException | None:
+    """Until SIGINT/SIGTERM (None), or until `failure` returns (its exception)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    signalled = asyncio.create_task(stop.wait(), name="signals")
+    died = asyncio.create_task(failure, name="failure") if failure is not None else None
+    try:
+        await asyncio.wait([t for t in (signalled, died) if t is not None], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        signalled.cancel()
+        if died is not None and not died.done():
+            died.cancel()
+    return died.result() if died is not None and died.done() and not died.cancelled() else None
 
 
 @app.command()
@@ -94,7 +103,10 @@ def run(
     async def main() -> None:
         worker = create_worker(settings, catalog=catalog, with_requests=requests, with_sink=sink, reload_config=True)
         async with worker:
-            await _until_signalled()
+            failure = await _until_signalled(worker.until_failed())
+        if failure is not None:
+            err.print(f"[red]worker stopped: the intake died ({failure!r}); exiting 1 so it is restarted[/red]")
+            raise typer.Exit(1)
 
     _run_service(main, settings)
 

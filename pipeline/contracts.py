@@ -48,6 +48,8 @@ class ErrorCode(StrEnum):
     ALL_CANDIDATES_FAILED = "all_candidates_failed"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     INTERNAL_ERROR = "internal_error"
+    REPLY_UNDELIVERABLE = "reply_undeliverable"  # the reply topic refused the reply for good (dead letters only)
+    UNDECODABLE_RECORD = "undecodable_record"  # the Kafka client could not decode the record (dead letters only)
     # Request features.
     UNKNOWN_TEMPLATE = "unknown_template"
     TEMPLATE_VARIABLES = "template_variables"
@@ -362,6 +364,9 @@ class CompletionReply(_Event):
     error: ReplyError | None = None
     routing: RoutingInfo = Field(default_factory=RoutingInfo)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata_truncated: bool = Field(
+        False, description="The request's metadata was too large to echo within the record limit; it was dropped."
+    )
 
 
 def _new_event_id() -> str:
@@ -446,3 +451,4 @@ class DeadLetterHeader(StrEnum):
     REQUEST_ID = "dlq_request_id"
     FAILED_AT = "dlq_failed_at"
     ATTEMPTS = "dlq_attempts"
+    VALUE_OMITTED = "dlq_value_omitted"  # the original did not fit the DLQ: its size and why; the value is empty

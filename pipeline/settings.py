@@ -10,7 +10,7 @@ import fnmatch
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -56,7 +56,12 @@ class Settings(BaseSettings):
     )
     create_topics: bool = Field(True, description="Create missing topics at start-up.")
     topic_partitions: int = 4
-    max_message_bytes: int = Field(1024 * 1024, description="Larger requests go to the DLQ as too_large.")
+    max_message_bytes: int = Field(1024 * 1024, gt=0, description="Larger requests go to the DLQ as too_large.")
+    kafka_max_record_bytes: int | None = Field(
+        None, gt=0, description="Largest record the worker writes (producer max_request_size, and max.message.bytes "
+        "of the topics it creates). Unset: 8 MiB or 2 x max_message_bytes + 64 KiB, whichever is larger, so a "
+        "too-large request still fits its dead letter.",
+    )
     max_in_flight: int = Field(256, ge=1, description="Requests processed at once by one worker.")
     partition_window: int = Field(128, ge=1, description="In-flight requests per partition before it is paused.")
     commit_every: int = Field(100, ge=1, description="Commit after this many completions...")
@@ -113,6 +118,22 @@ class Settings(BaseSettings):
     estimate_completion_tokens: int = Field(
         512, ge=1, description="Completion tokens assumed for cost estimates when a request sets no max_tokens."
     )
+
+    @model_validator(mode="after")
+    def _records_fit_their_dead_letters(self) -> Settings:
+        if self.kafka_max_record_bytes is not None and self.kafka_max_record_bytes < self.max_message_bytes:
+            raise ValueError(
+                f"PIPELINE_KAFKA_MAX_RECORD_BYTES ({self.kafka_max_record_bytes}) is below PIPELINE_MAX_MESSAGE_BYTES "
+                f"({self.max_message_bytes}): a valid request could not be dead-lettered with its bytes"
+            )
+        return self
+
+    @property
+    def record_limit_bytes(self) -> int:
+        """What one record the worker writes may weigh, value and headers together."""
+        if self.kafka_max_record_bytes is not None:
+            return self.kafka_max_record_bytes
+        return max(8 * 1024 * 1024, 2 * self.max_message_bytes + 64 * 1024)
 
     def reply_topic_allowed(self, topic: str) -> bool:
         return any(fnmatch.fnmatchcase(topic, p.strip()) for p in self.allowed_reply_topics.split(",") if p.strip())

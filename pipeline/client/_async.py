@@ -124,12 +124,14 @@ class PipelineClient:
     async def start(self) -> None:
         if self._create_reply_topic:
             await ensure_topics(self._settings.kafka_bootstrap_servers, [self.reply_topic],
-                                partitions=self._settings.topic_partitions)
+                                partitions=self._settings.topic_partitions,
+                                max_message_bytes=self._settings.record_limit_bytes)
         self._producer_ = AIOKafkaProducer(
             bootstrap_servers=self._settings.kafka_bootstrap_servers,
             enable_idempotence=self._settings.kafka_idempotent_producer,
             acks="all",
             linger_ms=1,
+            max_request_size=self._settings.record_limit_bytes,
         )
         self._consumer_ = AIOKafkaConsumer(
             bootstrap_servers=self._settings.kafka_bootstrap_servers,

@@ -27,6 +27,10 @@ IN_FLIGHT = Gauge("llm_in_flight_requests", "Requests being processed by this wo
 CONSUMER_LAG = Gauge("llm_consumer_lag", "Records behind the end of each assigned partition.",
                      ["group", "topic", "partition"])
 DEAD_LETTERS = Counter("llm_dead_letters", "Records sent to a dead-letter topic.", ["topic", "reason"])
+PUBLISH_REFUSED = Counter("llm_publish_refused", "Records a topic refused for good (too large, invalid or "
+                          "forbidden topic), by what they were.", ["kind", "reason"])
+RECORDS_SKIPPED = Counter("llm_records_skipped", "Records that could be neither handled nor dead-lettered: "
+                          "logged with their offset and skipped so the partition moves on.", ["topic", "reason"])
 USAGE_ROWS = Counter("llm_usage_rows_written", "Usage rows inserted into ClickHouse.")
 USAGE_INSERT_FAILURES = Counter("llm_usage_insert_failures", "Failed usage inserts (retried, never dropped).")
 CONFIG_RELOADS = Counter("llm_config_reloads", "Configuration reloads.", ["result"])

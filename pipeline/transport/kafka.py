@@ -8,22 +8,38 @@ import time
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    PolicyViolationError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    UnsupportedForMessageFormatError,
+    for_code,
+)
 from faststream.kafka import KafkaBroker
 
 from pipeline.settings import Settings
+from pipeline.worker.records import PublishRefused
 
 log = logging.getLogger(__name__)
 
 
 def build_broker(settings: Settings, *, client_suffix: str = "") -> KafkaBroker:
-    """One broker per process: an idempotent producer that waits for every in-sync replica."""
+    """One broker per process: an idempotent producer that waits for every in-sync replica, sized
+    so that every record the worker builds (a too-large request's dead letter included) fits."""
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=settings.kafka_client_id + client_suffix,
         enable_idempotence=settings.kafka_idempotent_producer,
         acks="all",
         linger_ms=1,
+        max_request_size=settings.record_limit_bytes,
         logger=logging.getLogger("pipeline.kafka"),
         log_level=logging.DEBUG,
     )
@@ -44,14 +60,51 @@ def build_consumer(settings: Settings, group_id: str) -> AIOKafkaConsumer:
     )
 
 
+#: Broker and client errors that no retry can cure: the record or its topic is wrong, not the cluster.
+_REFUSALS: tuple[tuple[type[KafkaError], str], ...] = (
+    (MessageSizeTooLargeError, "too_large"),
+    (RecordListTooLargeError, "too_large"),
+    (RecordTooLargeError, "too_large"),
+    (InvalidTopicError, "invalid_topic"),
+    (TopicAuthorizationFailedError, "not_authorized"),
+    (CorruptRecordException, "invalid_record"),
+    (InvalidTimestampError, "invalid_record"),
+    (UnsupportedForMessageFormatError, "invalid_record"),
+    (PolicyViolationError, "invalid_record"),
+)
+
+
+def publish_refusal(exc: BaseException) -> str | None:
+    """The refusal reason when `exc` means "this record can never be written", else None (an outage)."""
+    for cls, reason in _REFUSALS:
+        if isinstance(exc, cls):
+            return reason
+    return None
+
+
+def is_kafka_outage(exc: BaseException) -> bool:
+    """The cluster is unreachable, moving leaders or timing out: retry. A refusal is not an outage."""
+    return isinstance(exc, KafkaError) and publish_refusal(exc) is None
+
+
 class BrokerPublisher:
-    """`Publisher` over FastStream; `publish` returns after the broker acknowledged the record."""
+    """`Publisher` over FastStream; `publish` returns after the broker acknowledged the record.
+
+    Permanent refusals (see `_REFUSALS`) become `PublishRefused`; everything else (broker down,
+    leader moving, timeouts) propagates as it is and is retried by the caller.
+    """
 
     def __init__(self, broker: KafkaBroker) -> None:
         self._broker = broker
 
     async def publish(self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]) -> None:
-        await self._broker.publish(value, topic=topic, key=key, headers=headers)
+        try:
+            await self._broker.publish(value, topic=topic, key=key, headers=headers)
+        except KafkaError as exc:
+            reason = publish_refusal(exc)
+            if reason is None:
+                raise
+            raise PublishRefused(topic, reason, f"{type(exc).__name__}: {exc}") from exc
 
 
 def pipeline_topics(settings: Settings) -> list[str]:
@@ -61,12 +114,16 @@ def pipeline_topics(settings: Settings) -> list[str]:
     ]
 
 
-async def ensure_topics(bootstrap_servers: str, topics: list[str], *, partitions: int, timeout_s: float = 30) -> None:
+async def ensure_topics(
+    bootstrap_servers: str, topics: list[str], *, partitions: int, timeout_s: float = 30,
+    max_message_bytes: int | None = None,
+) -> None:
     """Create missing topics and wait until every partition has a leader (idempotent).
 
     Replication 1 suits local brokers; production clusters should create topics with their
     own tooling and run workers with PIPELINE_CREATE_TOPICS=false. Existing topics are left
-    as they are, whatever their partition count.
+    as they are, whatever their partition count. `max_message_bytes` sets the new topics'
+    `max.message.bytes` (the worker passes its record limit, so what it may write, the broker takes).
     """
     names = list(dict.fromkeys(topics))
     if not names:
@@ -76,7 +133,8 @@ async def ensure_topics(bootstrap_servers: str, topics: list[str], *, partitions
     )
     await admin.start()
     try:
-        response = await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+        configs = {"max.message.bytes": str(max_message_bytes)} if max_message_bytes else None
+        response = await admin.create_topics([NewTopic(n, partitions, 1, topic_configs=configs) for n in names])
         for topic_error in response.topic_errors:
             topic, code = topic_error[0], topic_error[1]
             if code and code != TopicAlreadyExistsError.errno:

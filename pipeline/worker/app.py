@@ -22,6 +22,7 @@ from pipeline.stages.deployments import DeploymentPool
 from pipeline.state import ProcessedStore, processed_store_from_settings
 from pipeline.state.budget import BudgetLedger, ledger_from_settings
 from pipeline.state.health import HealthState, health_from_settings
+from pipeline.state.redis_client import is_redis_outage
 from pipeline.state.response_cache import ResponseCache, response_cache_from_settings
 from pipeline.transport.clickhouse import ClickHouseUsageStore, UsageStore
 from pipeline.transport.kafka import (
@@ -29,12 +30,14 @@ from pipeline.transport.kafka import (
     build_broker,
     build_consumer,
     ensure_topics,
+    is_kafka_outage,
     pipeline_topics,
 )
-from pipeline.transport.kafka_intake import ConcurrentIntake, IntakeLimits
+from pipeline.transport.kafka_intake import ConcurrentIntake, FailurePolicy, IntakeLimits
 from pipeline.transport.llm import LiteLLMProvider, ProviderClient
 from pipeline.worker.answer_cache import CachedAnswers
 from pipeline.worker.handler import RequestHandler
+from pipeline.worker.records import PublishRefused
 from pipeline.worker.spend_restore import restore_spend
 from pipeline.worker.usage_sink import UsageSink
 
@@ -67,6 +70,7 @@ class Worker:
                 self.settings.kafka_bootstrap_servers,
                 pipeline_topics(self.settings),
                 partitions=self.settings.topic_partitions,
+                max_message_bytes=self.settings.record_limit_bytes,
             )
         if self.settings.tracing and not tracing.enable():
             log.warning(
@@ -107,6 +111,9 @@ class Worker:
         """Ready: broker reachable and config loaded; ClickHouse reachable or usage buffering in Kafka."""
         broker_ok = bool(await self.broker.ping(timeout=2.0))
         details: dict[str, Any] = {"broker": "connected" if broker_ok else "unreachable", "config": "loaded"}
+        if self.intake is not None and not self.intake.healthy:
+            details["intake"] = f"stopped: {self.intake.failure!r}"
+            return False, details
         if self.live_catalog is not None and self.live_catalog.last_error:
             details["config"] = f"loaded; last reload rejected: {self.live_catalog.last_error}"
         if self.sink is not None:
@@ -130,6 +137,15 @@ class Worker:
                     with contextlib.suppress(Exception):
                         lag = max(0, highwater - await consumer.position(tp))
                         metrics.CONSUMER_LAG.labels(group, tp.topic, str(tp.partition)).set(lag)
+
+    async def until_failed(self) -> BaseException:
+        """Returns (the cause) once a part the worker cannot serve without has died: the intake loop.
+        The caller should stop and exit non-zero, so an orchestrator restarts the process."""
+        if self.intake is None:
+            await asyncio.Event().wait()  # nothing that can die: wait for ever
+        assert self.intake is not None
+        await self.intake.failed.wait()
+        return self.intake.failure or RuntimeError("the intake stopped")
 
     async def stop(self) -> None:
         """Intake first: in-flight requests still need the broker to publish their replies."""
@@ -163,6 +179,13 @@ class Worker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Failures worth waiting out (the partition holds) rather than dead-lettering the record."""
+    if isinstance(exc, PublishRefused):
+        return False
+    return is_kafka_outage(exc) or is_redis_outage(exc) or isinstance(exc, (ConnectionError, TimeoutError))
 
 
 def create_worker(
@@ -223,7 +246,9 @@ def create_worker(
                 commit_interval_s=settings.commit_interval_s,
                 ordered_by_key=settings.ordered_by_key,
                 grace_s=settings.shutdown_grace_s,
+                poison_max_attempts=settings.poison_max_attempts,
             ),
+            FailurePolicy(is_outage=is_outage, give_up=handler.give_up, undecodable=handler.undecodable),
         )
 
     sink: UsageSink | None = None

@@ -10,17 +10,15 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC
 
 from pipeline.catalog import Catalog
 from pipeline.contracts import (
-    CORRELATION_HEADER,
     BudgetAlert,
     CompletionReply,
     CompletionRequest,
-    DeadLetterHeader,
     ErrorCode,
     SkipReason,
     UsageEvent,
@@ -44,7 +42,8 @@ from pipeline.state import ProcessedStore
 from pipeline.transport.llm import ProviderClient
 from pipeline.worker.chunks import ChunkPublisher
 from pipeline.worker.outcome import StoredOutcome, source_of
-from pipeline.worker.records import Publisher, SourceRecord, dead_letter_headers
+from pipeline.worker.outputs import Outputs
+from pipeline.worker.records import Publisher, SourceRecord
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +102,6 @@ class _RequestSpend:
             await self._handler.publish_alert(alert)
 
 
-def encode_reply(reply: CompletionReply) -> bytes:
-    return reply.model_dump_json().encode()
-
-
 def encode_usage(event: UsageEvent) -> bytes:
     return event.model_dump_json().encode()
 
@@ -142,6 +137,7 @@ class RequestHandler:
         self._pool = pool
         self._cache = cache
         self._owner_prefix = uuid.uuid4().hex[:12]
+        self._out = Outputs(settings, publisher)
 
     async def handle(self, record: SourceRecord) -> None:
         """Never raises for bad input or provider failure: those become replies and DLQ records."""
@@ -163,7 +159,7 @@ class RequestHandler:
             # No store to replay from: usage is acknowledged before the reply goes out.
             served = await self._serve_with_retries(record, checked, started)
             await self._publish_usage(checked, served.usage)
-            await self._publish_reply_bytes(record, checked.reply_to, checked.request_id, encode_reply(served.reply))
+            await self._out.reply(record, checked.reply_to, checked.request_id, self._out.encode_reply(served.reply))
             metrics.observe_reply(checked.task_type, served.reply, time.perf_counter() - started)
             return
         owner = f"{self._owner_prefix}:{record.partition}:{record.offset}"
@@ -172,7 +168,7 @@ class RequestHandler:
         renewer = asyncio.create_task(self._renew_lease(checked.request_id, owner))
         try:
             served = await self._serve_with_retries(record, checked, started)
-            stored = StoredOutcome(encode_reply(served.reply), tuple(encode_usage(e) for e in served.usage),
+            stored = StoredOutcome(self._out.encode_reply(served.reply), tuple(encode_usage(e) for e in served.usage),
                                    source_of(record.topic, record.partition, record.offset))
             try:
                 # Stored before anything is published: a crash in between re-sends these same bytes
@@ -187,8 +183,8 @@ class RequestHandler:
         finally:
             renewer.cancel()
         await asyncio.gather(
-            self._publish_usage_bytes(checked.request_id, stored.usage),
-            self._publish_reply_bytes(record, checked.reply_to, checked.request_id, stored.reply),
+            self._out.usage(checked.request_id, stored.usage),
+            self._out.reply(record, checked.reply_to, checked.request_id, stored.reply),
         )
         metrics.observe_attempts(served.usage)
         metrics.observe_reply(checked.task_type, served.reply, time.perf_counter() - started)
@@ -203,8 +199,8 @@ class RequestHandler:
                 log.info("request %s was already answered; re-publishing the stored reply", request.request_id)
                 if stored.source == source_of(record.topic, record.partition, record.offset):
                     # Our own record again: its usage may not have been acknowledged before a crash.
-                    await self._publish_usage_bytes(request.request_id, stored.usage)
-                await self._publish_reply_bytes(record, request.reply_to, request.request_id, stored.reply)
+                    await self._out.usage(request.request_id, stored.usage)
+                await self._out.reply(record, request.reply_to, request.request_id, stored.reply)
                 return False
             if claim.acquired:
                 return True
@@ -230,8 +226,8 @@ class RequestHandler:
                 if attempt < attempts:
                     await asyncio.sleep(self._settings.poison_backoff_s * 2 ** (attempt - 1))
                     continue
-                await self._dead_letter(record, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}",
-                                        request.request_id, attempts=attempts)
+                await self._out.dead_letter(record, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}",
+                                            request.request_id, attempts=attempts)
                 return Served(error_reply(request.request_id, ErrorCode.INTERNAL_ERROR,
                                           f"internal error after {attempts} attempts; the request was dead-lettered",
                                           metadata=request.metadata))
@@ -279,12 +275,8 @@ class RequestHandler:
         )
         return Served(reply, usage)
 
-    def _reply_target(self, record: SourceRecord, reply_to: str | None, request_id: str) -> tuple[str, bytes]:
-        """Topic and key of a request's reply (and of its chunks: same partition, in order)."""
-        return reply_to or self._settings.topic_replies, record.key if record.key is not None else request_id.encode()
-
     def _chunk_publisher(self, record: SourceRecord, request: CompletionRequest) -> ChunkPublisher:
-        topic, key = self._reply_target(record, request.reply_to, request.request_id)
+        topic, key = self._out.reply_target(record, request.reply_to, request.request_id)
         return ChunkPublisher(self._publisher, topic, key, request.request_id)
 
     async def _call(
@@ -325,15 +317,8 @@ class RequestHandler:
             waited += pause
 
     async def _publish_usage(self, request: CompletionRequest, events: list[UsageEvent]) -> None:
-        await self._publish_usage_bytes(request.request_id, [encode_usage(e) for e in events])
+        await self._out.usage(request.request_id, [encode_usage(e) for e in events])
         metrics.observe_attempts(events)
-
-    async def _publish_usage_bytes(self, request_id: str, values: Sequence[bytes]) -> None:
-        await asyncio.gather(*(
-            self._publisher.publish(self._settings.topic_usage, value, key=request_id.encode(),
-                                    headers=tracing.inject({CORRELATION_HEADER: request_id}))
-            for value in values
-        ))
 
     async def publish_alert(self, alert: BudgetAlertCrossing) -> None:
         """One alert per budget window (the ledger guarantees once), to the alerts topic and the log."""
@@ -346,32 +331,35 @@ class RequestHandler:
         await self._publisher.publish(self._settings.topic_alerts, event.model_dump_json().encode(),
                                       key=alert.line.key.encode(), headers={})
 
+    async def give_up(self, record: SourceRecord, exc: BaseException, attempts: int) -> None:
+        """The intake stopped retrying a record whose handling kept raising: dead letter, and an
+        error reply when its request_id can be read."""
+        checked = validate_request(record.value, max_bytes=self._settings.max_message_bytes,
+                                   reply_topic_allowed=self._settings.reply_topic_allowed)
+        request_id = checked.request_id if isinstance(checked, (CompletionRequest, Rejection)) else None
+        detail = f"{type(exc).__name__}: {exc}"
+        await self._out.dead_letter(record, ErrorCode.INTERNAL_ERROR, detail, request_id, attempts=attempts)
+        if request_id is not None:
+            reply_to = checked.reply_to
+            reply = error_reply(request_id, ErrorCode.INTERNAL_ERROR,
+                                f"internal error after {attempts} attempts; the request was dead-lettered")
+            await self._out.reply(record, reply_to, request_id, self._out.encode_reply(reply))
+
+    async def undecodable(self, topic: str, partition: int, offset: int, exc: BaseException) -> None:
+        """A record the Kafka client cannot decode (e.g. a header key that is not UTF-8): its bytes
+        cannot be read, so the dead letter carries its position and the reason, not its value."""
+        record = SourceRecord(topic=topic, partition=partition, offset=offset, value=None)
+        await self._out.dead_letter(record, ErrorCode.UNDECODABLE_RECORD, f"{type(exc).__name__}: {exc}", None,
+                                    value_omitted="the Kafka client could not decode the record")
+
     async def _reject(self, record: SourceRecord, rejection: Rejection) -> None:
         log.warning(
             "rejected record %s[%d]@%d: %s: %s",
             record.topic, record.partition, record.offset, rejection.code.value, rejection.detail,
         )
         if rejection.dead_letter:
-            await self._dead_letter(record, rejection.code, rejection.detail, rejection.request_id)
+            await self._out.dead_letter(record, rejection.code, rejection.detail, rejection.request_id)
         if rejection.request_id is not None:
             reply = error_reply(rejection.request_id, rejection.code, rejection.detail, metadata=rejection.metadata)
-            await self._reply(record, rejection.reply_to, reply)
-
-    async def _dead_letter(
-        self, record: SourceRecord, code: ErrorCode, detail: str, request_id: str | None, *, attempts: int | None = None
-    ) -> None:
-        headers = dead_letter_headers(record, code.value, detail, request_id)
-        if attempts is not None:
-            headers[DeadLetterHeader.ATTEMPTS.value] = str(attempts)
-        await self._publisher.publish(self._settings.topic_dlq, record.value or b"", key=record.key, headers=headers)
-        metrics.DEAD_LETTERS.labels(self._settings.topic_dlq, code.value).inc()
-
-    async def _reply(self, record: SourceRecord, reply_to: str | None, reply: CompletionReply) -> None:
-        await self._publish_reply_bytes(record, reply_to, reply.request_id, encode_reply(reply))
-        metrics.observe_reply("", reply, 0.0)
-
-    async def _publish_reply_bytes(
-        self, record: SourceRecord, reply_to: str | None, request_id: str, value: bytes,
-    ) -> None:
-        topic, key = self._reply_target(record, reply_to, request_id)
-        await self._publisher.publish(topic, value, key=key, headers=tracing.inject({CORRELATION_HEADER: request_id}))
+            await self._out.reply(record, rejection.reply_to, reply.request_id, self._out.encode_reply(reply))
+            metrics.observe_reply("", reply, 0.0)

@@ -81,6 +81,16 @@ async def eventually(check: Callable[[], Awaitable[Any]], *, timeout_s: float = 
     raise AssertionError(f"condition not met within {timeout_s}s (last value: {last!r})")
 
 
+async def committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
+    """The group's committed offset of one partition (None: nothing committed)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return await consumer.committed(tp)
+    finally:
+        await consumer.stop()
+
+
 def header(record: ConsumerRecord, name: str) -> str | None:
     for key, value in record.headers or ():
         if key == name:

@@ -6,13 +6,14 @@ import asyncio
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from pipeline.contracts import CompletionReply, ErrorCode
 from pipeline.transport.kafka import build_consumer, ensure_topics
 from pipeline.transport.kafka_intake import ConcurrentIntake, IntakeLimits
 from pipeline.transport.llm import LiteLLMProvider
 from tests.integration.kafka_helpers import (
+    committed,
     encode,
     eventually,
     header,
@@ -22,15 +23,6 @@ from tests.integration.kafka_helpers import (
 )
 
 pytestmark = pytest.mark.kafka
-
-
-async def committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return await consumer.committed(tp)
-    finally:
-        await consumer.stop()
 
 
 async def test_stuck_offset_holds_the_commit_until_it_finishes(settings) -> None:

@@ -12,21 +12,10 @@ from pipeline.state.processed import InProcessStore
 from pipeline.transport.llm import ProviderResponse
 from pipeline.worker.handler import RequestHandler
 from pipeline.worker.outcome import StoredOutcome
-from pipeline.worker.records import SourceRecord
+from pipeline.worker.records import MemoryPublisher, SourceRecord
 
 CATALOG = load_catalog(Path(__file__).resolve().parents[2] / "config")
 SETTINGS = Settings(topic_replies="replies", topic_usage="usage", topic_dlq="dlq")
-
-
-class MemoryPublisher:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, bytes, bytes | None, dict[str, str]]] = []
-
-    async def publish(self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]) -> None:
-        self.records.append((topic, value, key, headers))
-
-    def on(self, topic: str) -> list[tuple[str, bytes, bytes | None, dict[str, str]]]:
-        return [r for r in self.records if r[0] == topic]
 
 
 class Answering:
@@ -123,3 +112,20 @@ def test_stored_outcome_round_trip_and_bare_replies() -> None:
     assert StoredOutcome.unpack(b'{"request_id":"r1"}') == StoredOutcome(b'{"request_id":"r1"}')
     with pytest.raises(ValueError, match="header accounts"):
         StoredOutcome.unpack(outcome.pack() + b"extra")
+
+
+async def test_give_up_dead_letters_the_record_and_tells_the_caller() -> None:
+    publisher = MemoryPublisher()
+    handler = RequestHandler(SETTINGS, lambda: CATALOG, Answering(), publisher)
+    await handler.give_up(record(REQUEST), RecursionError("too deep"), 3)
+    (_, value, _, headers), = publisher.on("dlq")
+    assert value == orjson.dumps(REQUEST) and headers["dlq_reason"] == "internal_error"
+    assert headers["dlq_attempts"] == "3" and "RecursionError: too deep" in headers["dlq_detail"]
+    (reply,) = [CompletionReply.model_validate_json(r[1]) for r in publisher.on("replies")]
+    assert reply.request_id == "r1" and reply.error.code == "internal_error"
+
+
+async def test_give_up_on_unreadable_bytes_dead_letters_without_a_reply() -> None:
+    publisher = MemoryPublisher()
+    await RequestHandler(SETTINGS, lambda: CATALOG, Answering(), publisher).give_up(record(b"\xff"), ValueError(), 3)
+    assert [r[0] for r in publisher.records] == ["dlq"]
