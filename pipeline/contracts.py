@@ -13,7 +13,24 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.wire_rules import (
+    TOPIC_NAME_MAX,
+    TOPIC_NAME_PATTERN,
+    parse_rfc3339,
+    request_conditions,
+    topic_name_problem,
+)
 
 SCHEMA_VERSION: Final = 1
 
@@ -87,6 +104,33 @@ class ChatMessage(BaseModel):
 
 
 NonEmptyStr = Annotated[str, Field(min_length=1, max_length=256)]
+MAX_INT32: Final = 2**31 - 1
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time string")  # not a number of seconds
+    return parse_rfc3339(value)
+
+
+def _topic_name(name: str) -> str:
+    problem = topic_name_problem(name)
+    if problem is not None:
+        raise ValueError(problem)
+    return name
+
+
+def _one_text(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+#: An RFC 3339 date-time with its offset: what JSON Schema's `date-time` format means.
+Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339), WithJsonSchema({"type": "string", "format": "date-time"})]
+#: A Kafka topic name (legal characters, at most 249, not "." or "..").
+TopicName = Annotated[str, Field(min_length=1, max_length=TOPIC_NAME_MAX, pattern=TOPIC_NAME_PATTERN),
+                      AfterValidator(_topic_name)]
 
 
 class RequestKind(StrEnum):
@@ -132,14 +176,20 @@ class ResponseFormat(BaseModel):
     def _schema_given(self) -> ResponseFormat:
         if self.type == "json_schema" and self.json_schema is None:
             raise ValueError("type json_schema needs json_schema: {name, schema}")
-        if self.json_schema is not None:
-            from jsonschema import SchemaError, validators
-
-            try:
-                validators.validator_for(self.json_schema.json_schema).check_schema(self.json_schema.json_schema)
-            except SchemaError as exc:
-                raise ValueError(f"json_schema.schema is not a valid JSON Schema: {exc.message}") from None
         return self
+
+    def schema_problem(self) -> str | None:
+        """Why `json_schema.schema` is not a usable JSON Schema (a rule no JSON Schema can state
+        about another, so the worker checks it after the contract: `bad_request`), or None."""
+        if self.json_schema is None:
+            return None
+        from jsonschema import SchemaError, validators
+
+        try:
+            validators.validator_for(self.json_schema.json_schema).check_schema(self.json_schema.json_schema)
+        except SchemaError as exc:
+            return f"response_format.json_schema.schema is not a valid JSON Schema: {exc.message}"
+        return None
 
     @property
     def wants_json(self) -> bool:
@@ -172,18 +222,8 @@ class CompletionRequest(_Event):
                     "input": ["first", "second"],
                 },
             ],
-            # What the validators enforce, stated for producers in other languages.
-            "allOf": [{
-                "if": {"properties": {"kind": {"const": "embedding"}}, "required": ["kind"]},
-                "then": {
-                    "required": ["input"],
-                    "not": {"anyOf": [{"required": [f]} for f in ("messages", "template", "tools", "response_format")]},
-                },
-                "else": {
-                    "oneOf": [{"required": ["messages"]}, {"required": ["template"]}],
-                    "not": {"required": ["input"]},
-                },
-            }],
+            # What the validators enforce, stated for producers in other languages (null = absent).
+            "allOf": request_conditions(),
         },
     )
 
@@ -199,9 +239,13 @@ class CompletionRequest(_Event):
     )
     template: NonEmptyStr | None = Field(default=None, description="A prompt template in config/templates.yaml.")
     variables: dict[str, Any] = Field(default_factory=dict, description="Values for the template's variables.")
-    input: list[Annotated[str, Field(min_length=1)]] | None = Field(
-        default=None, min_length=1, description="Embedding requests: the texts to embed (a string is one text).",
-    )
+    input: Annotated[
+        list[Annotated[str, Field(min_length=1)]] | None,
+        BeforeValidator(_one_text),
+        WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1},
+                                  {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+                                  {"type": "null"}]}),
+    ] = Field(default=None, min_length=1, description="Embedding requests: the texts to embed (a string is one text).")
     stream: bool = Field(False, description="Publish the answer as chunk events, then the final reply.")
     tools: list[Tool] | None = Field(default=None, min_length=1, description="Tools the model may call.")
     tool_choice: Literal["auto", "none", "required"] | dict[str, Any] | None = Field(
@@ -214,21 +258,18 @@ class CompletionRequest(_Event):
         default=None, description="A catalog model name; when set, task routing is skipped."
     )
     max_cost_usd: float | None = Field(default=None, gt=0, description="Ceiling on this request's cost.")
-    max_tokens: int | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0, le=MAX_INT32)
     temperature: float | None = Field(default=None, ge=0, le=2)
     deadline_ms: int | None = Field(
-        default=None, gt=0, description="Answer within this many ms of publishing (the Kafka record timestamp)."
+        default=None, gt=0, le=MAX_INT32,
+        description="Answer within this many ms of publishing (the Kafka record timestamp).",
     )
-    deadline_at: datetime | None = Field(default=None, description="Absolute deadline (RFC 3339); the earlier wins.")
-    reply_to: NonEmptyStr | None = Field(
-        default=None, description="Reply topic; must match the worker's allowed reply topic pattern."
+    deadline_at: Rfc3339 | None = Field(default=None, description="Absolute deadline (RFC 3339); the earlier wins.")
+    reply_to: TopicName | None = Field(
+        default=None, description="Reply topic; must match the worker's allowed reply topic pattern.",
+        json_schema_extra={"not": {"enum": [".", ".."]}},
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="Echoed back unchanged in the reply.")
-
-    @field_validator("input", mode="before")
-    @classmethod
-    def _one_text(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _shape_fits_kind(self) -> CompletionRequest:

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pipeline.contracts import PUBLIC_EVENTS, SCHEMA_VERSION
 
 
+def event_schema(name: str) -> dict[str, Any]:
+    """The published JSON Schema of one public event (requests: what a producer may send)."""
+    model = PUBLIC_EVENTS[name]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://llm-pipeline.dev/schemas/v{SCHEMA_VERSION}/{name}.schema.json",
+        **model.model_json_schema(mode="serialization" if name != "completion_request" else "validation"),
+    }
+
+
 def render_schemas() -> dict[str, str]:
     """File name -> JSON text, deterministic (sorted keys, trailing newline)."""
-    out = {}
-    for name, model in PUBLIC_EVENTS.items():
-        schema = model.model_json_schema(mode="serialization" if name != "completion_request" else "validation")
-        schema = {
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": f"https://llm-pipeline.dev/schemas/v{SCHEMA_VERSION}/{name}.schema.json",
-            **schema,
-        }
-        out[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
-    return out
+    return {f"{name}.schema.json": json.dumps(event_schema(name), indent=2, sort_keys=True) + "\n"
+            for name in PUBLIC_EVENTS}
 
 
 def write_schemas(directory: Path) -> list[Path]:

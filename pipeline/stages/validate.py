@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
 from pipeline.contracts import CompletionRequest, ErrorCode
+from pipeline.schema_export import event_schema
+from pipeline.wire_rules import bounds_problem, is_rfc3339, topic_name_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +36,28 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
+@lru_cache(maxsize=1)
+def contract_validator() -> Any:
+    """The published request schema (`schemas/completion_request.schema.json`) as a validator,
+    with `date-time` checked as RFC 3339: producers in other languages validate with the same."""
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    checker = FormatChecker(formats=())
+    checker.checks("date-time")(is_rfc3339)
+    return Draft202012Validator(event_schema("completion_request"), format_checker=checker)
+
+
+def _describe_schema_error(error: Any) -> str:
+    from jsonschema.exceptions import best_match
+
+    best = best_match([error])
+    loc = ".".join(str(x) for x in best.absolute_path) or "<root>"
+    return f"{loc}: {best.message}"[:1000]
+
+
 def _salvage(doc: Any) -> tuple[str | None, str | None, dict[str, Any]]:
-    """Read what an error reply needs from a document that failed validation."""
+    """Read what an error reply needs from a document that failed validation: a reply_to only
+    if it is a legal topic name (the allow-list is checked by the caller)."""
     if not isinstance(doc, dict):
         return None, None, {}
     rid = doc.get("request_id")
@@ -41,9 +65,50 @@ def _salvage(doc: Any) -> tuple[str | None, str | None, dict[str, Any]]:
     metadata = doc.get("metadata")
     return (
         rid if isinstance(rid, str) and 0 < len(rid) <= 256 else None,
-        reply_to if isinstance(reply_to, str) and reply_to else None,
+        reply_to if isinstance(reply_to, str) and topic_name_problem(reply_to) is None else None,
         metadata if isinstance(metadata, dict) else {},
     )
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(raw: bytes) -> Any:
+    """Any RFC 8259 document. orjson first (fast); the standard library for what orjson refuses
+    but JSON allows (integers beyond 64 bits), never NaN or Infinity. ValueError if not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as fast_error:
+        try:
+            return json.loads(raw, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):
+            raise ValueError(str(fast_error)) from None
+
+
+def _metadata_bytes(doc: Any) -> int:
+    metadata = doc.get("metadata") if isinstance(doc, dict) else None
+    if not isinstance(metadata, dict) or not metadata:
+        return 0
+    try:
+        return len(orjson.dumps(metadata))
+    except TypeError:  # an integer beyond 64 bits
+        return len(json.dumps(metadata))
+    except orjson.JSONEncodeError:  # nested deeper than orjson encodes: the depth bound says so
+        return 0
+
+
+def check_contract(doc: Any) -> CompletionRequest | str:
+    """The request, or why the contract refuses it: the models and the published schema must
+    agree (a property test holds them to it); the schema's verdict is the one applied."""
+    try:
+        request = CompletionRequest.model_validate(doc)
+    except ValidationError as exc:
+        return _describe(exc)
+    error = next(contract_validator().iter_errors(doc), None)
+    if error is not None:
+        return _describe_schema_error(error)
+    return request
 
 
 def validate_request(
@@ -57,8 +122,8 @@ def validate_request(
     if raw is None:
         return Rejection(ErrorCode.INVALID_JSON, "message has no value (tombstone)", dead_letter=True)
     try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        doc = parse_json(raw)
+    except ValueError as exc:
         if len(raw) > max_bytes:
             return Rejection(ErrorCode.TOO_LARGE, f"{len(raw)} bytes exceeds the limit of {max_bytes}", True)
         return Rejection(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}", dead_letter=True)
@@ -67,11 +132,17 @@ def validate_request(
         return Rejection(
             ErrorCode.TOO_LARGE, f"{len(raw)} bytes exceeds the limit of {max_bytes}", True, request_id, None, metadata
         )
-    try:
-        request = CompletionRequest.model_validate(doc)
-    except ValidationError as exc:
-        allowed_reply_to = reply_to if reply_to and reply_topic_allowed(reply_to) else None
-        return Rejection(ErrorCode.SCHEMA_INVALID, _describe(exc), True, request_id, allowed_reply_to, metadata)
+    allowed_reply_to = reply_to if reply_to and reply_topic_allowed(reply_to) else None
+    too_much = bounds_problem(doc, metadata_bytes=_metadata_bytes(doc))
+    if too_much is not None:
+        return Rejection(ErrorCode.TOO_LARGE, too_much, True, request_id, allowed_reply_to)
+    checked = check_contract(doc)
+    if isinstance(checked, str):
+        return Rejection(ErrorCode.SCHEMA_INVALID, checked, True, request_id, allowed_reply_to, metadata)
+    request = checked
+    if request.response_format is not None and (problem := request.response_format.schema_problem()):
+        return Rejection(ErrorCode.BAD_REQUEST, problem, dead_letter=False, request_id=request.request_id,
+                         reply_to=allowed_reply_to, metadata=request.metadata)
     if request.reply_to is not None and not reply_topic_allowed(request.reply_to):
         return Rejection(
             ErrorCode.REPLY_TOPIC_NOT_ALLOWED,

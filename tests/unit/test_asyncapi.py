@@ -101,7 +101,8 @@ def test_request_payload_states_the_contract() -> None:
     doc = json.loads(ASYNCAPI.read_text())
     request = doc["components"]["schemas"]["CompletionRequest"]
     assert set(request["required"]) == {"request_id", "task_type"}
-    assert request["allOf"][0]["else"]["oneOf"] == [{"required": ["messages"]}, {"required": ["template"]}]
+    assert [one["required"] for one in request["allOf"][0]["else"]["oneOf"]] == [["messages"], ["template"]]
+    assert request["allOf"][0]["else"]["oneOf"][0]["properties"]["messages"] == {"not": {"type": "null"}}
     assert request["additionalProperties"] is False
     assert request["examples"], "producers need an example"
 
