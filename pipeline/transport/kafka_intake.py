@@ -157,8 +157,6 @@ class ConcurrentIntake:
         while not self._stopping:
             try:
                 await self._poll_once()
-            except asyncio.CancelledError:
-                raise
             except KafkaError:
                 log.exception("fetch failed; retrying")
                 await asyncio.sleep(self.limits.retry_backoff_s)
@@ -166,8 +164,6 @@ class ConcurrentIntake:
                 log.exception("fetch raised %s; isolating the record that caused it", type(exc).__name__)
                 try:
                     await self._isolate()
-                except asyncio.CancelledError:
-                    raise
                 except Exception:
                     log.exception("isolating failed; retrying")
                     await asyncio.sleep(self.limits.retry_backoff_s)
@@ -287,8 +283,6 @@ class ConcurrentIntake:
             try:
                 await self.policy.give_up(record, exc, attempts)
                 return
-            except asyncio.CancelledError:
-                raise
             except Exception as failure:
                 tries += 1
                 if not self.policy.is_outage(failure):
