@@ -7,6 +7,7 @@ tested without Kafka and driven by any consumer loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -165,7 +166,8 @@ class RequestHandler:
         owner = f"{self._owner_prefix}:{record.partition}:{record.offset}"
         if not await self._claim(record, checked, owner):
             return
-        renewer = asyncio.create_task(self._renew_lease(checked.request_id, owner))
+        served_or_failed = asyncio.Event()
+        renewer = asyncio.create_task(self._renew_lease(checked.request_id, owner, served_or_failed))
         try:
             served = await self._serve_with_retries(record, checked, started)
             stored = StoredOutcome(self._out.encode_reply(served.reply), tuple(encode_usage(e) for e in served.usage),
@@ -181,6 +183,7 @@ class RequestHandler:
             await self._processed.release(checked.request_id, owner)  # a redelivery may try again
             raise
         finally:
+            served_or_failed.set()
             renewer.cancel()
         await asyncio.gather(
             self._out.usage(checked.request_id, stored.usage),
@@ -207,12 +210,21 @@ class RequestHandler:
             # Someone else is processing this id right now: wait for its reply or its lease to lapse.
             await asyncio.sleep(min(max(claim.retry_after_s, 0.05), 1.0))
 
-    async def _renew_lease(self, request_id: str, owner: str) -> None:
+    async def _renew_lease(self, request_id: str, owner: str, done: asyncio.Event) -> None:
+        """Keeps the lease alive until `done` is set.
+
+        The event, not cancellation alone, ends the loop: a Redis client can swallow a
+        CancelledError that lands mid-command (redis/redis-py#2028, #2551), and a renewer that
+        outlived its request kept renewing for ever and held up shutdown.
+        """
         assert self._processed is not None
         period = self._settings.idempotency_lease_s / 3
-        while True:
-            await asyncio.sleep(period)
-            await self._processed.renew(request_id, owner, self._settings.idempotency_lease_s)
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(period):
+                    await done.wait()
+            if not done.is_set():
+                await self._processed.renew(request_id, owner, self._settings.idempotency_lease_s)
 
     async def _serve_with_retries(self, record: SourceRecord, request: CompletionRequest, started: float) -> Served:
         """A request whose handling raises is retried with backoff, then dead-lettered (error reply)."""

@@ -1,5 +1,7 @@
 """The handler's routing of outcomes to topics, with an in-memory Publisher (no broker needed)."""
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 import orjson
@@ -104,6 +106,44 @@ async def test_with_a_store_usage_and_reply_go_out_together_and_a_redelivery_rep
     retry = SourceRecord(topic="requests", partition=0, offset=99, value=orjson.dumps(REQUEST), key=b"k1")
     await handler.handle(retry)  # a client retry of the same request id: reply only, no double count
     assert len(publisher.on("usage")) == 1 and len(publisher.on("replies")) == 3
+
+
+class CancellationSwallowingStore(InProcessStore):
+    """A renew that eats the CancelledError landing mid-command, as redis-py can (redis/redis-py#2551)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewing = asyncio.Event()
+        self.renewals = 0
+
+    async def renew(self, request_id: str, owner: str, lease_s: float) -> bool:
+        self.renewals += 1
+        if self.renewals == 1:  # only the first: a renewer that loops on must not hang the test's teardown
+            self.renewing.set()
+            with contextlib.suppress(asyncio.CancelledError):  # swallowed: the caller's cancel() never arrives
+                await asyncio.sleep(30)
+        return await super().renew(request_id, owner, lease_s)
+
+
+class AnswersWhileRenewing:
+    def __init__(self, store: CancellationSwallowingStore) -> None:
+        self.store = store
+
+    async def complete(self, spec, request, *, timeout_s, on_delta=None):
+        await self.store.renewing.wait()  # the request ends while its lease renewal is in flight
+        return ProviderResponse("fine", 5, 5)
+
+
+async def test_the_lease_renewer_ends_with_its_request_even_if_the_store_swallows_cancellation() -> None:
+    store = CancellationSwallowingStore()
+    settings = SETTINGS.model_copy(update={"idempotency_lease_s": 0.03})
+    publisher = MemoryPublisher()
+    handler = RequestHandler(settings, lambda: CATALOG, AnswersWhileRenewing(store), publisher, processed=store)
+    await asyncio.wait_for(handler.handle(record(REQUEST)), 5)
+    assert len(publisher.on("replies")) == 1
+    await asyncio.sleep(0.1)  # several renewal periods
+    renewers = [t for t in asyncio.all_tasks() if "_renew_lease" in repr(t.get_coro())]
+    assert renewers == [] and store.renewals == 1
 
 
 def test_stored_outcome_round_trip_and_bare_replies() -> None:
