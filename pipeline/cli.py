@@ -177,7 +177,7 @@ def send(
     """
     from pydantic import ValidationError
 
-    from pipeline.client import PipelineClient, ReplyTimeout
+    from pipeline.client import PipelineClient, ReplyTimeout, StreamRestart
     from pipeline.contracts import CompletionChunk, CompletionRequest
 
     settings = _settings()
@@ -214,6 +214,8 @@ def send(
                     async for event in client.stream(request, timeout=timeout):
                         if isinstance(event, CompletionChunk):
                             err.print(event.delta, end="", highlight=False, markup=False, soft_wrap=True)
+                        elif isinstance(event, StreamRestart):
+                            err.print("\n[yellow]-- the answer restarts (the partial one above is void) --[/yellow]")
                         else:
                             reply = event
                     err.print()

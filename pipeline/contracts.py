@@ -367,9 +367,12 @@ class CompletionChunk(_Event):
     """A piece of a streamed answer, published to the reply topic before the final reply.
 
     Chunks of one stream share `stream_id` and are numbered from 0 by `seq`, in order on one
-    partition (the request's key): joining their `delta`s gives the reply's `content`. A worker
-    that dies mid-stream leaves the request to be served again, as a new stream (new
-    `stream_id`, `seq` from 0): keep the chunks of the `stream_id` the final reply names.
+    partition (the request's key): joining their `delta`s gives the reply's `content`. A stream
+    whose attempt fails part way is abandoned: the next attempt (a retry or a fallback) streams
+    anew under a new `stream_id` (`seq` from 0) whose first chunk names the abandoned one in
+    `replaces`; a worker that dies mid-stream leaves the request to be served again, also as a
+    new stream. Either way a chunk with a new `stream_id` means: discard what you have. The
+    final reply names the stream to keep.
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -379,6 +382,10 @@ class CompletionChunk(_Event):
     seq: int = Field(ge=0)
     delta: str
     model: str = Field(description="Catalog name of the model streaming.")
+    replaces: str | None = Field(
+        default=None,
+        description="On a restarted stream's first chunk: the stream_id of the partial stream to discard.",
+    )
 
 
 class CompletionReply(_Event):
@@ -395,7 +402,10 @@ class CompletionReply(_Event):
     embeddings: list[list[float]] | None = Field(default=None, description="Embedding requests: one vector per input.")
     cached: bool = Field(False, description="Answered from the response cache: no provider call, no cost.")
     stream_id: str | None = Field(default=None, description="Streamed replies: the stream whose chunks built this.")
-    stream_chunks: int = Field(0, description="Streamed replies: how many chunk events preceded this reply.")
+    stream_chunks: int = Field(
+        0, description="Streamed replies: how many chunk events of `stream_id` preceded this reply.")
+    stream_restarts: int = Field(
+        0, ge=0, description="Streamed replies: partial streams abandoned before `stream_id` (their chunks are void).")
     model: str | None = Field(default=None, description="Catalog name of the model that answered.")
     provider: str | None = None
     usage: Usage = Field(default_factory=Usage)
@@ -444,6 +454,9 @@ class UsageEvent(_Event):
     kind: RequestKind = RequestKind.COMPLETION
     streamed: bool = False
     cache_hit: bool = Field(False, description="Answered from the response cache: cost 0, no provider call.")
+    tokens_estimated: bool = Field(
+        False, description="The token counts were counted from the text with LiteLLM's tokenizer: the provider "
+                           "sent none (typically a stream that broke part way, whose delivered tokens are billed).")
     attempt: int = Field(ge=1, description="1-based position of this call within the request.")
     is_fallback: bool = False
     is_final: bool = Field(False, description="This attempt's result became the reply.")

@@ -28,7 +28,10 @@ def _default_retry() -> dict[str, RetryRule]:
         "server_error": RetryRule(retries=2, base_delay_s=0.5, max_delay_s=8.0),
         "connection_error": RetryRule(retries=2, base_delay_s=0.5, max_delay_s=8.0),
         "malformed_response": RetryRule(retries=1, base_delay_s=0.2, max_delay_s=2.0),
-        "timeout": RetryRule(retries=1, base_delay_s=0.2, max_delay_s=2.0),
+        "timeout": RetryRule(retries=1, base_delay_s=0.2, max_delay_s=2.0),  # only with retry_timeouts
+        # A stream that broke after its first chunk: restarted (new stream_id) once on the same
+        # model, then on the fallback.
+        "stream_interrupted": RetryRule(retries=1, base_delay_s=0.2, max_delay_s=2.0),
     }
 
 
@@ -47,6 +50,15 @@ class Resilience(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     timeout_s: float | None = Field(None, gt=0, description="Per-attempt timeout (default: the worker setting).")
+    first_token_timeout_s: float = Field(
+        30.0, gt=0, description="Streams: longest wait for the first chunk (within the per-attempt timeout).")
+    stream_idle_timeout_s: float = Field(
+        20.0, gt=0, description="Streams: longest silence between two chunks before the stream counts as stalled.")
+    retry_timeouts: bool = Field(
+        False,
+        description="Retry a timed-out call on the same model. Off: a silent deployment fails over at once "
+                    "and cools down after one timeout.",
+    )
     retry: dict[str, RetryRule] = Field(default_factory=_default_retry)
     allowed_fails: int = Field(3, ge=1, description="Failures within fail_window_s that start a cooldown.")
     fail_window_s: float = Field(60.0, gt=0)
@@ -75,9 +87,12 @@ class Resilience(BaseModel):
 
     def cooldown_rule(self, error_class: str) -> tuple[int, float]:
         """(failures within fail_window_s that start a cooldown, its length) for one error class:
-        one quota_exceeded answer is enough, since a spent quota does not come back in seconds."""
+        one quota_exceeded answer is enough, since a spent quota does not come back in seconds, and
+        one timeout unless timeouts are retried."""
         if error_class == "quota_exceeded" and self.quota_cooldown_s > 0:
             return 1, self.quota_cooldown_s
+        if error_class == "timeout" and not self.retry_timeouts:
+            return 1, self.cooldown_s  # silent: the next request should not wait on it too
         return self.allowed_fails, self.cooldown_s
 
 

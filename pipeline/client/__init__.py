@@ -17,7 +17,9 @@ from pipeline.client._async import (
     ProcessResult,
     PublishError,
     ReplyTimeout,
+    StreamRestart,
 )
 from pipeline.client._sync import SyncPipelineClient
 
-__all__ = ["ClientError", "PipelineClient", "ProcessResult", "PublishError", "ReplyTimeout", "SyncPipelineClient"]
+__all__ = ["ClientError", "PipelineClient", "ProcessResult", "PublishError", "ReplyTimeout", "StreamRestart",
+           "SyncPipelineClient"]

@@ -71,6 +71,16 @@ class PublishError(ClientError):
 
 
 @dataclass(frozen=True, slots=True)
+class StreamRestart:
+    """Yielded by `stream()` when the pipeline abandoned a partial stream (its attempt failed
+    part way) and the answer starts again: discard the text received so far."""
+
+    request_id: str
+    discarded_stream_id: str
+    stream_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessResult:
     """The slim answer of the service helpers (`process_text`, `process_with_template`)."""
 
@@ -293,22 +303,34 @@ class PipelineClient:
     async def stream(
         self, request: CompletionRequest | None = None, *, timeout: float = 60.0, key: bytes | None = None,
         **fields: Any,
-    ) -> AsyncGenerator[CompletionChunk | CompletionReply, None]:
+    ) -> AsyncGenerator[CompletionChunk | StreamRestart | CompletionReply, None]:
         """Chunks as they arrive, then the final reply (which carries the whole content).
 
-        Only chunks of the stream the reply names are complete: if the pipeline restarted a
-        stream (a new `stream_id`), drop what came before. `timeout` bounds the wait for each event."""
+        If the pipeline abandons a partial stream (its attempt failed part way; a retry or a
+        fallback answers anew), a `StreamRestart` comes first: drop the text received so far.
+        Chunks of an abandoned stream never follow it, so joining the deltas after the last
+        restart gives exactly the reply's content. An error reply means no answer: what was
+        streamed is void. `timeout` bounds the wait for each event."""
         built = self.build_request(request, stream=True, **fields) if request is None else \
             self.build_request(request.model_copy(update={"stream": True}))
         queue: asyncio.Queue[CompletionChunk | CompletionReply] = asyncio.Queue()
         self._streams[built.request_id] = queue
         try:
             await self._publish(built, key)
+            current: str | None = None
+            abandoned: set[str] = set()
             while True:
                 try:
                     event = await asyncio.wait_for(queue.get(), timeout)
                 except TimeoutError:
                     raise ReplyTimeout(built.request_id, timeout) from None
+                if isinstance(event, CompletionChunk):
+                    if event.stream_id in abandoned:
+                        continue  # a late chunk of a stream already given up (a redelivered request)
+                    if current is not None and event.stream_id != current:
+                        abandoned.add(current)
+                        yield StreamRestart(built.request_id, current, event.stream_id)
+                    current = event.stream_id
                 yield event
                 if isinstance(event, CompletionReply):
                     return

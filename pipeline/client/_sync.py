@@ -11,7 +11,7 @@ import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
-from pipeline.client._async import PipelineClient, ProcessResult
+from pipeline.client._async import PipelineClient, ProcessResult, StreamRestart
 from pipeline.contracts import CompletionChunk, CompletionReply, CompletionRequest
 from pipeline.settings import Settings
 
@@ -81,7 +81,7 @@ class SyncPipelineClient:
         return self._run(self.client.process_with_template(name, variables, **options))
 
     def stream(self, request: CompletionRequest | None = None, *, timeout: float = 60.0,
-               **fields: Any) -> Iterator[CompletionChunk | CompletionReply]:
+               **fields: Any) -> Iterator[CompletionChunk | StreamRestart | CompletionReply]:
         events = self.client.stream(request, timeout=timeout, **fields)
         try:
             while True:

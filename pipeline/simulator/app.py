@@ -31,6 +31,7 @@ from pydantic import TypeAdapter, ValidationError
 from pipeline.simulator import stream, wire
 from pipeline.simulator.faults import (
     RUNTIME_FIELDS,
+    STREAM_FAULTS,
     Decision,
     FaultBook,
     FaultRule,
@@ -217,7 +218,7 @@ class ProviderSimulator:
         )
         status = error.status if error is not None else 200
         # What the reply's usage says: none for error replies or a cut reply (it never gets there).
-        completion = cfg.completion_tokens if decision.fault in (None, "timeout", "invalid_json") else 0
+        completion = cfg.completion_tokens if decision.fault in (None, "timeout", "invalid_json", *STREAM_FAULTS) else 0
         # Logged before sleeping so a caller that timed out can already see its request.
         self._record(request, api, model, body, decision, status, delay_ms + hang_s * 1000, seq,
                      (prompt_tokens, completion), kind="chat", streamed=streaming and error is None)
@@ -233,7 +234,8 @@ class ProviderSimulator:
                 api, request.path, model, reply, prompt_tokens, cfg.completion_tokens, seq=seq,
                 created=int(time.time()), words=cfg.stream_chunk_words, include_usage=include_usage,
             )
-            return await self._send_stream(request, frames, seq, cut=decision.fault == "stream_cut")
+            return await self._send_stream(request, frames, seq, fault=decision.fault,
+                                           hang_s=decision.rule.hang_s if decision.rule else 0.0)
         payload = wire.success_body(
             api, request.path, model, reply.content, prompt_tokens, cfg.completion_tokens, seq=seq,
             created=int(time.time()), tool_call=reply.tool_call,
@@ -245,7 +247,7 @@ class ProviderSimulator:
         fault, rule = decision.fault, decision.rule
         if fault == "malformed":
             return web.Response(body=wire.MALFORMED_BODY, content_type="application/json")
-        if fault in (None, "timeout", "stream_cut", "invalid_json") or rule is None:
+        if fault in (None, "timeout", "stream_cut", "invalid_json") or fault in STREAM_FAULTS or rule is None:
             return None
         status, payload, headers = wire.error_response(
             api, fault, model, prompt_tokens=prompt_tokens, retry_after_s=rule.retry_after_s, status=rule.status
@@ -265,19 +267,28 @@ class ProviderSimulator:
         return self._drop(request, response)
 
     async def _send_stream(
-        self, request: web.Request, frames: stream.Frames, seq: int, *, cut: bool
+        self, request: web.Request, frames: stream.Frames, seq: int, *, fault: str | None, hang_s: float
     ) -> web.StreamResponse:
-        """Write the frames (chunked), pausing ``stream_chunk_delay_ms`` between them."""
+        """Write the frames (chunked), pausing ``stream_chunk_delay_ms`` between them; the stream
+        faults (see ``faults``) cut, pause, corrupt or leave the stream unterminated."""
         response = web.StreamResponse(headers={"x-request-id": f"sim-{seq}", "cache-control": "no-cache"})
         response.content_type = frames.media_type
         await response.prepare(request)
-        for index, frame in enumerate(frames.cut() if cut else frames.complete()):
+        sent = {"stream_cut": frames.cut, "stream_malformed_chunk": frames.with_malformed,
+                "stream_no_done": frames.without_terminator}.get(fault or "", frames.complete)()
+        pause_at = {"stream_stall": len(frames.head) + frames.half,
+                    "slow_first_token": len(frames.head)}.get(fault or "")
+        for index, frame in enumerate(sent):
             delay_ms = self.config.stream_chunk_delay_ms
             if index and delay_ms > 0:
                 await asyncio.sleep(delay_ms / 1000)
+            if index == pause_at:
+                await self._wait(0, hang_s)
             await response.write(frame)
-        if cut:
+        if fault == "stream_cut":
             return self._drop(request, response)
+        if fault == "stream_no_done":
+            await self._wait(0, hang_s)  # the connection stays open, the terminator never comes
         await response.write_eof()
         return response
 

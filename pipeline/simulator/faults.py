@@ -31,7 +31,18 @@ FaultKind = Literal[
     # structured output / tool arguments that do not conform to the schema.
     "stream_cut",
     "invalid_json",
+    # Streams that misbehave after a 200 head (streamed requests only; others are answered
+    # normally): a pause of ``hang_s`` half way (stall) or before the first delta
+    # (slow_first_token), one undecodable event among complete ones (malformed chunk), and a
+    # complete answer whose terminator never comes (no [DONE] / message_stop), the connection
+    # held open for ``hang_s``.
+    "stream_stall",
+    "slow_first_token",
+    "stream_malformed_chunk",
+    "stream_no_done",
 ]
+#: Faults that shape a streamed 200 reply (see above).
+STREAM_FAULTS = frozenset({"stream_stall", "slow_first_token", "stream_malformed_chunk", "stream_no_done"})
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
 
@@ -49,7 +60,7 @@ class FaultRule(BaseModel):
     fault: FaultKind | None = None
     status: int = Field(500, ge=500, le=599, description="HTTP status for server_error")
     retry_after_s: float = Field(1.0, ge=0, description="Retry-After for rate_limit, sent as given")
-    hang_s: float = Field(30.0, ge=0, description="how long a timeout fault holds the response")
+    hang_s: float = Field(30.0, ge=0, description="how long a timeout (or stream stall) fault holds the response")
     times: int | None = Field(None, ge=0, description="fire for the first N matches; None = unlimited")
     probability: float = Field(1.0, ge=0.0, le=1.0)
     latency_ms: float = Field(0.0, ge=0, description="extra latency for matching requests")

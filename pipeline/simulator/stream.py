@@ -48,7 +48,27 @@ class Frames:
 
     def cut(self) -> tuple[bytes, ...]:
         """What ``stream_cut`` sends before dropping the connection: at least one delta, no tail."""
-        return self.head + self.body[: max(1, len(self.body) // 2)]
+        return self.head + self.body[: self.half]
+
+    @property
+    def half(self) -> int:
+        """Where a cut or a stall falls: after at least one delta."""
+        return max(1, len(self.body) // 2)
+
+    def with_malformed(self) -> tuple[bytes, ...]:
+        """The complete stream with one undecodable event half way (after ``half`` deltas)."""
+        bad = b"data: {\"choices\": [{\"delta\": \n\n" if self.media_type == SSE else b"{\"message\": {\"content\n"
+        if self.media_type == SSE and self.head and self.head[0].startswith(b"event:"):
+            bad = b"event: content_block_delta\ndata: {\"type\": \"content_block_delta\", \"delta\n\n"
+        return self.head + self.body[: self.half] + (bad,) + self.body[self.half:] + self.tail
+
+    def without_terminator(self) -> tuple[bytes, ...]:
+        """Everything but the frame that says the stream is over ([DONE], message_stop); Ollama's
+        last line carries the counts and is kept (it has no separate terminator)."""
+        tail = self.tail
+        if tail and (tail[-1] == OPENAI_DONE or tail[-1].startswith(b"event: message_stop")):
+            tail = tail[:-1]
+        return self.head + self.body + tail
 
 
 def _sse(data: Any) -> bytes:

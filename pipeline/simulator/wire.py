@@ -328,9 +328,9 @@ def error_response(
     """``(status, body, headers)`` of a provider's error reply for one fault.
 
     Raises ``ValueError`` for faults that are not an error body (timeout, malformed,
-    stream_cut, invalid_json).
+    stream_cut, invalid_json, the stream faults).
     """
-    if fault in ("timeout", "malformed", "stream_cut", "invalid_json"):
+    if fault in ("timeout", "malformed", "stream_cut", "invalid_json") or fault.startswith(("stream_", "slow_")):
         raise ValueError(f"{fault} is not an error response")
     code = status if fault == "server_error" else _API_STATUS.get((api, fault), _STATUS[fault])
     headers = {"retry-after": f"{retry_after_s:g}"} if fault == "rate_limit" else {}

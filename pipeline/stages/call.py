@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -31,10 +31,17 @@ from pipeline.stages.deployments import DeploymentPool, Unavailable
 from pipeline.stages.retry import Action, decide
 from pipeline.stages.route import Candidate, RoutePlan, Skipped
 from pipeline.stages.structured import check_structured
-from pipeline.transport.llm import ProviderClient, ProviderError, ProviderResponse
+from pipeline.transport.llm import ProviderClient, ProviderError, ProviderResponse, StreamLimits
 
-#: Receives (catalog model name, text delta) for a streamed request.
-StreamSink = Callable[[str, str], Awaitable[None]]
+
+class StreamSink(Protocol):
+    """Where a streamed request's deltas go: (catalog model name, text delta)."""
+
+    async def __call__(self, model: str, delta: str) -> None: ...
+
+    async def restart(self) -> None:
+        """The deltas so far belong to a failed attempt: what follows is a new stream."""
+        ...
 
 
 class SpendControl(Protocol):
@@ -68,6 +75,17 @@ class AttemptResult:
     @property
     def ok(self) -> bool:
         return self.response is not None and self.error is None
+
+    @property
+    def billed_tokens(self) -> tuple[int, int, bool]:
+        """(prompt, completion, estimated): what the provider bills for this call, an answer or a
+        stream that broke part way (its delivered tokens)."""
+        if self.response is not None:
+            return self.response.prompt_tokens, self.response.completion_tokens, self.response.tokens_estimated
+        partial = self.error.partial if self.error is not None else None
+        if partial is None:
+            return 0, 0, False
+        return partial.prompt_tokens, partial.completion_tokens, partial.estimated
 
 
 @dataclass(slots=True)
@@ -145,9 +163,8 @@ async def call_with_fallback(
             if result.ok:
                 return outcome
             assert result.error is not None
-            if result.error.after_output:  # the caller has seen part of this answer: no retry, no fallback
-                outcome.stopped = True
-                return outcome
+            if result.error.after_output and ctx.on_delta is not None:
+                await ctx.on_delta.restart()  # whatever answers next is a new stream, never a continuation
             decision = decide(result.error, retries[result.error.code.value], spec.resilience, ctx.rng)
             retries[result.error.code.value] += 1
             if decision.action is Action.STOP:
@@ -204,7 +221,10 @@ async def _attempt(
                                    "llm.attempt": number, "llm.request_id": request.request_id}) as span:
             try:
                 sink = partial(ctx.on_delta, spec.name) if ctx.on_delta is not None else None
-                response = await ctx.provider.complete(deployment, request, timeout_s=timeout_s, on_delta=sink)
+                limits = StreamLimits(min(spec.resilience.first_token_timeout_s, timeout_s),
+                                      min(spec.resilience.stream_idle_timeout_s, timeout_s)) if sink else None
+                response = await ctx.provider.complete(deployment, request, timeout_s=timeout_s, on_delta=sink,
+                                                       stream_limits=limits)
                 cost = call_cost(spec, response.prompt_tokens, response.completion_tokens, deployment.litellm_model)
                 # A tool call is the answer's alternative to content: nothing to validate as JSON.
                 check = check_structured(None if response.tool_calls else request.response_format, response.content)
@@ -214,6 +234,9 @@ async def _attempt(
                                           after_output=response.streamed_chunks > 0)
             except ProviderError as exc:
                 error = exc
+                if exc.partial is not None:  # a stream that broke part way: its tokens are billed
+                    cost = call_cost(spec, exc.partial.prompt_tokens, exc.partial.completion_tokens,
+                                     deployment.litellm_model)
             if error is not None and span is not None:
                 span.set_attribute("llm.error_code", error.code.value)
     finally:  # settle and record even when cancelled, so neither a reservation nor a slot leaks

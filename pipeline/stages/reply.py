@@ -133,8 +133,7 @@ def usage_events(
     requested = request.model or (plan.candidates[0].spec.name if plan.candidates else "")
     primary = outcome.attempts[0].spec.name if outcome.attempts else None
     for a in outcome.attempts:
-        prompt = a.response.prompt_tokens if a.response else 0
-        completion = a.response.completion_tokens if a.response else 0
+        prompt, completion, estimated = a.billed_tokens
         events.append(
             UsageEvent(
                 event_id=a.event_id,
@@ -159,6 +158,7 @@ def usage_events(
                 kind=request.kind,
                 streamed=request.stream,
                 cache_hit=a.cache_hit,
+                tokens_estimated=estimated,
                 attempt=a.number,
                 is_fallback=a.spec.name != primary,
                 is_final=final and a is outcome.attempts[-1],

@@ -4,7 +4,9 @@ Each error class has its own policy (catalog `resilience.retry`): transient ones
 exponential backoff and full jitter (Retry-After wins for 429s); a context-window error falls
 back to a larger-context model; a content-policy refusal falls back or is returned, as
 configured; auth errors and an exhausted quota are not retried (another provider may still
-answer); a bad request stops.
+answer); a timeout falls back at once unless `retry_timeouts`; a bad request stops. A stream
+that broke after chunks went out is decided like any other failure: the next attempt is a new
+stream (the caller is told to discard the partial one), never a continuation of it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pipeline.transport.llm import ProviderError
 DEPLOYMENT_FAULTS = frozenset({
     ErrorCode.RATE_LIMITED, ErrorCode.SERVER_ERROR, ErrorCode.CONNECTION_ERROR, ErrorCode.TIMEOUT,
     ErrorCode.MALFORMED_RESPONSE, ErrorCode.AUTH_ERROR, ErrorCode.PROVIDER_ERROR, ErrorCode.QUOTA_EXCEEDED,
+    ErrorCode.STREAM_INTERRUPTED,
 })
 
 
@@ -45,8 +48,10 @@ def backoff_delay(retry_number: int, base_s: float, max_s: float, rng: random.Ra
 def decide(error: ProviderError, retries_so_far: int, policy: Resilience, rng: random.Random) -> Decision:
     """`retries_so_far`: retries already made on this model for this error class."""
     code = error.code
-    if code is ErrorCode.BAD_REQUEST or error.after_output:
+    if code is ErrorCode.BAD_REQUEST:
         return Decision(Action.STOP)
+    if code is ErrorCode.TIMEOUT and not policy.retry_timeouts:
+        return Decision(Action.FALLBACK)  # a silent deployment: do not wait on it twice
     if code is ErrorCode.INVALID_STRUCTURED_OUTPUT:  # once more on the same model, then the next one
         return Decision(Action.RETRY if retries_so_far < 1 else Action.FALLBACK)
     if code is ErrorCode.CONTENT_POLICY:

@@ -29,7 +29,7 @@ USAGE_COLUMNS = (
     "deployment", "status", "error_code", "http_status", "is_fallback", "is_final", "route_skipped",
     "budget_downgrade", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens",
     "cost_usd", "latency_ms", "ttft_ms", "attributes", "kafka_topic", "kafka_partition", "kafka_offset",
-    "kind", "streamed", "cache_hit",
+    "kind", "streamed", "cache_hit", "tokens_estimated",
 )
 
 
@@ -58,7 +58,7 @@ def _row(item: StoredUsage) -> list[Any]:
         e.is_final, e.route_skipped, e.budget_downgrade, e.prompt_tokens, e.completion_tokens, e.cached_tokens,
         e.reasoning_tokens, e.total_tokens, Decimal(repr(e.cost_usd)).quantize(Decimal("1e-9")), e.latency_ms,
         e.ttft_ms, e.attributes, item.kafka_topic, item.kafka_partition, item.kafka_offset,
-        e.kind.value, e.streamed, e.cache_hit,
+        e.kind.value, e.streamed, e.cache_hit, e.tokens_estimated,
     ]
 
 

@@ -11,6 +11,11 @@ Bodies understood: OpenAI and Azure OpenAI (`{"error": {"code", "type", "message
 "innererror"}}`), Anthropic (`{"type": "error", "error": {"type", "message"}}`), Google
 (`{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}`), Ollama and vLLM
 (`{"error": "text"}`), and any of those already unwrapped to the inner object.
+
+A call the client library refused before sending anything (`before_network`: it could not
+translate the messages into the provider's format) carries no signal at all: the provider never
+saw it, so it is the request's fault (`bad_request`: no retry, no cooldown), whatever the
+library labelled it (LiteLLM wraps such errors as APIConnectionError).
 """
 
 from __future__ import annotations
@@ -117,6 +122,8 @@ class ProviderSignal:
     body: Any = None  # the decoded error body (dict or text), as sent or as a client kept it
     message: str = ""  # the client library's message, which often embeds the body
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: The library rejected the request before any network I/O: nothing above is the provider's.
+    before_network: bool = False
 
 
 def classify_signal(signal: ProviderSignal, library_guess: ErrorCode | None = None) -> ErrorCode:
@@ -130,7 +137,13 @@ def classify_signal(signal: ProviderSignal, library_guess: ErrorCode | None = No
     3. the library's guess, when it is specific (a timeout or a refused connection has no body,
        and a library may know phrases we do not);
     4. the HTTP status; 5. a generic body type; 6. the library's generic guess.
+
+    A request refused `before_network` is a bad request unless the library found a request-side
+    class itself (a context-window or key check before sending); its message is the library's,
+    never the provider's, so no body or phrase in it is read.
     """
+    if signal.before_network:
+        return library_guess if library_guess in _LOCAL_VERDICTS else ErrorCode.BAD_REQUEST
     tokens = set(_body_tokens(signal.body)) | set(_body_tokens(embedded_json(signal.message)))
     specific = {_TOKENS[token] for token in tokens if token in _TOKENS}
     if specific:
@@ -149,6 +162,11 @@ def classify_signal(signal: ProviderSignal, library_guess: ErrorCode | None = No
 
 #: Library guesses that say only "the provider refused" or "something failed".
 _GENERIC_GUESSES = frozenset({ErrorCode.BAD_REQUEST, ErrorCode.PROVIDER_ERROR})
+#: What a library may rightly decide about a request without sending it; anything else it says
+#: then (a connection error, a server error) is a mislabel of its own failure to build the request.
+_LOCAL_VERDICTS = frozenset({
+    ErrorCode.BAD_REQUEST, ErrorCode.CONTEXT_WINDOW_EXCEEDED, ErrorCode.CONTENT_POLICY, ErrorCode.AUTH_ERROR,
+})
 
 
 def _status_class(status: int | None) -> ErrorCode | None:

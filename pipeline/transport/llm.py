@@ -11,7 +11,7 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pipeline.catalog.resilience import Deployment
@@ -41,6 +41,24 @@ class ProviderResponse:
     embeddings: tuple[tuple[float, ...], ...] | None = None
     streamed_chunks: int = 0  # deltas handed to the caller's sink (streaming only)
     ttft_ms: float = 0.0  # time to the first delta (streaming only)
+    tokens_estimated: bool = False  # counted from the text with LiteLLM's tokenizer: the provider sent none
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """Our own time limits on a stream, on top of the HTTP client's (which only bounds each read)."""
+
+    first_token_timeout_s: float
+    idle_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PartialUsage:
+    """What a broken stream generated before it broke: the provider bills these tokens."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool  # counted with LiteLLM's tokenizer: the provider's usage never came
 
 
 #: Receives each text delta of a streamed answer, in order; returns once it is safely handed on.
@@ -50,12 +68,13 @@ DeltaSink = Callable[[str], Awaitable[None]]
 class ProviderError(Exception):
     """A failed provider call, classified. `message` never contains a secret.
 
-    `after_output`: the stream broke after deltas were handed on, so the call can be neither
-    retried nor replaced by a fallback (the caller has already seen part of this answer)."""
+    `after_output`: the stream broke after deltas were handed on: the caller has seen part of
+    an answer, so whatever follows must start a new stream. `partial`: the tokens such a stream
+    generated (billed by the provider although the answer is unusable)."""
 
     def __init__(
         self, code: ErrorCode, message: str, *, status: int | None = None, retry_after_s: float | None = None,
-        after_output: bool = False,
+        after_output: bool = False, partial: PartialUsage | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -63,14 +82,16 @@ class ProviderError(Exception):
         self.status = status
         self.retry_after_s = retry_after_s
         self.after_output = after_output
+        self.partial = partial
 
 
 class ProviderClient(Protocol):
     async def complete(
-        self, spec: Deployment, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None
+        self, spec: Deployment, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None,
+        stream_limits: StreamLimits | None = None,
     ) -> ProviderResponse:
         """Call `spec` once. Raises ProviderError; never retries on its own. With `on_delta` (a
-        streaming request) the answer's text deltas go to it as they arrive."""
+        streaming request) the answer's text deltas go to it as they arrive, within `stream_limits`."""
         ...
 
 
@@ -138,14 +159,95 @@ def provider_signal(exc: BaseException) -> ProviderSignal:
     )
 
 
+#: Packages whose exceptions or stack frames mean the network was involved: the HTTP clients
+#: LiteLLM and the provider SDKs send with, and the socket layer under them.
+_NETWORK_PACKAGES = frozenset({
+    "httpx", "httpcore", "h11", "h2", "aiohttp", "aiohappyeyeballs", "anyio", "ssl", "socket", "requests",
+    "urllib3", "openai", "anthropic",
+})
+#: LiteLLM's own modules that send or receive (as opposed to building the request).
+_NETWORK_MODULES = ("litellm.llms.custom_httpx.http_handler", "litellm.llms.custom_httpx.aiohttp_",
+                    "litellm.llms.custom_httpx.httpx_handler", "litellm.litellm_core_utils.streaming_handler")
+#: LiteLLM's request-building steps: its provider configs' `transform_request` (a method of every
+#: chat config), the message validation `completion()` runs first, and the prompt templates
+#: (`litellm_core_utils.prompt_templates`) that turn OpenAI messages into a provider's format.
+_REQUEST_STEP = re.compile(r"^(async_)?transform_request$|^_?transform_messages$|^validate\w*messages\w*$")
+_REQUEST_MODULES = ("litellm.litellm_core_utils.prompt_templates.",)
+#: ... and the steps that handle a provider's answer (or its HTTP error).
+_RESPONSE_STEP = re.compile(r"transform_response|_handle_error|stream|chunk|^__a?(iter|next)__$")
+
+
+def _exception_chain(exc: BaseException, limit: int = 8) -> list[BaseException]:
+    chain = [exc]
+    while len(chain) < limit and (cause := chain[-1].__cause__ or chain[-1].__context__) is not None:
+        if any(cause is seen for seen in chain):
+            break
+        chain.append(cause)
+    return chain
+
+
+def _frame_phase(module: str, function: str) -> str | None:
+    """"network", "request" (LiteLLM building the request) or None (neither says anything)."""
+    if module.partition(".")[0] in _NETWORK_PACKAGES or module.startswith(_NETWORK_MODULES):
+        return "network"
+    if module.partition(".")[0] != "litellm":
+        return None  # the stdlib (json, asyncio), our own code: neither side of the wire
+    if _RESPONSE_STEP.search(function):
+        return "network"
+    if module.startswith(_REQUEST_MODULES) or _REQUEST_STEP.search(function):
+        return "request"
+    return None
+
+
+def rejected_before_sending(exc: BaseException) -> BaseException | None:
+    """The error LiteLLM raised while building the request, when nothing was sent; else None.
+
+    LiteLLM translates OpenAI messages into each provider's format before sending; a message it
+    cannot translate (an unknown content part, a tool call without `function`, arguments that
+    are not JSON) fails there with a KeyError, TypeError, ValueError or plain Exception, which
+    its exception mapping then labels APIConnectionError, as if the network had failed. The
+    proof that it did not: no exception in the chain is a network error, and the stacks show
+    LiteLLM building the request (`transform_request`, message validation, a prompt template)
+    and never sending it or reading an answer (an HTTP client, `transform_response`, a stream).
+    A body that fails to parse (JSONDecodeError in `transform_response`) or a refused
+    connection therefore keep their class."""
+    chain = _exception_chain(exc)
+    if any(isinstance(e, OSError) or type(e).__module__.partition(".")[0] in _NETWORK_PACKAGES for e in chain):
+        return None  # OSError: refused, reset, DNS (gaierror), TLS, TimeoutError
+    building = False
+    for e in chain:
+        tb = e.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            phase = _frame_phase(str(tb.tb_frame.f_globals.get("__name__", "")), code.co_name)
+            if phase == "network":
+                return None
+            building = building or phase == "request"
+            tb = tb.tb_next
+    return chain[-1] if building else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
 def classify(exc: BaseException, secrets: tuple[str, ...] = ()) -> ProviderError:
     """Turn any exception from a provider call into a ProviderError.
 
     The provider's own signal (body code/type, message, status) decides; LiteLLM's exception
-    class is the fallback, so a LiteLLM release that re-labels an error cannot change its class."""
+    class is the fallback, so a LiteLLM release that re-labels an error cannot change its class.
+    A request LiteLLM refused before sending anything has no provider signal: `bad_request`."""
     if isinstance(exc, ProviderError):
         return exc
     guess = next((mapped for cls, mapped in _exception_table() if isinstance(exc, cls)), None)
+    root = rejected_before_sending(exc)
+    if root is not None:
+        code = classify_signal(ProviderSignal(message=str(exc), before_network=True), guess)
+        detail = f"{type(root).__name__}: {_first_line(root)}" if root is not exc else _first_line(exc)
+        message = redact(f"request rejected by LiteLLM before sending (raised as {type(exc).__name__}): {detail}",
+                         secrets)[:1000]
+        return ProviderError(code, message)
     signal = provider_signal(exc)
     code = classify_signal(signal, guess)
     message = redact(f"{type(exc).__name__}: {exc}", secrets)[:1000]
@@ -172,7 +274,8 @@ class LiteLLMProvider:
         self._acompletion = litellm.acompletion
 
     async def complete(
-        self, spec: Deployment, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None
+        self, spec: Deployment, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None,
+        stream_limits: StreamLimits | None = None,
     ) -> ProviderResponse:
         key = spec.api_key()
         if spec.api_key_env and not key:
@@ -204,61 +307,15 @@ class LiteLLMProvider:
         if request.response_format is not None:
             kwargs["response_format"] = request.response_format.model_dump(by_alias=True, exclude_none=True)
         if on_delta is not None:
-            return await self._stream(spec, kwargs, on_delta, secrets)
+            limits = stream_limits or StreamLimits(timeout_s, timeout_s)
+            from pipeline.transport.llm_stream import stream_completion  # it imports this module
+
+            return await stream_completion(self._acompletion, spec, kwargs, on_delta, secrets, limits, timeout_s)
         try:
             response = await self._acompletion(**kwargs)
         except Exception as exc:
             raise classify(exc, secrets) from None
-        return _parse(response, spec)
-
-    async def _stream(
-        self, spec: Deployment, kwargs: dict[str, Any], on_delta: DeltaSink, secrets: tuple[str, ...]
-    ) -> ProviderResponse:
-        """Deltas go out as they arrive; the full response is rebuilt from the chunks at the end.
-
-        A failure before the first delta is an ordinary provider error (retry, fallback); after
-        it, STREAM_INTERRUPTED with `after_output`. Errors of `on_delta` itself (publishing)
-        propagate unchanged: they are not the provider's."""
-        import litellm
-
-        t0 = time.perf_counter()
-        try:
-            stream = await self._acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
-        except Exception as exc:
-            raise classify(exc, secrets) from None
-        chunks: list[Any] = []
-        delivered, ttft_ms = 0, 0.0
-        iterator = stream.__aiter__()
-        while True:
-            try:
-                chunk = await iterator.__anext__()
-            except StopAsyncIteration:
-                break
-            except Exception as exc:
-                error = classify(exc, secrets)
-                if not delivered:
-                    raise error from None
-                raise ProviderError(
-                    ErrorCode.STREAM_INTERRUPTED,
-                    f"{spec.name}: the stream broke after {delivered} chunk(s): {error.message}",
-                    status=error.status, after_output=True,
-                ) from None
-            chunks.append(chunk)
-            choices = getattr(chunk, "choices", None) or []
-            delta = getattr(getattr(choices[0], "delta", None), "content", None) if choices else None
-            if delta:
-                if not delivered:
-                    ttft_ms = (time.perf_counter() - t0) * 1000
-                await on_delta(delta)
-                delivered += 1
-        try:
-            built = litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
-        except Exception as exc:
-            raise ProviderError(ErrorCode.MALFORMED_RESPONSE, f"{spec.name}: unusable stream: {exc}",
-                                after_output=delivered > 0) from None
-        if built is None:
-            raise ProviderError(ErrorCode.MALFORMED_RESPONSE, f"{spec.name}: the stream carried no chunks")
-        return replace(_parse(built, spec), streamed_chunks=delivered, ttft_ms=ttft_ms)
+        return parse_response(response, spec)
 
     async def _embed(
         self, spec: Deployment, request: CompletionRequest, kwargs: dict[str, Any], secrets: tuple[str, ...]
@@ -285,7 +342,7 @@ class LiteLLMProvider:
         return ProviderResponse(content=None, prompt_tokens=prompt, completion_tokens=0, embeddings=vectors)
 
 
-def _parse(response: Any, spec: Deployment) -> ProviderResponse:
+def parse_response(response: Any, spec: Deployment) -> ProviderResponse:
     try:
         choice = response.choices[0]
         usage = response.usage

@@ -4,6 +4,10 @@ Deltas are handed over without waiting for the broker: while one chunk is being 
 next deltas gather, and go out together as the following chunk. So a fast provider never waits
 on Kafka, a slow one gets a chunk per delta, and the chunks of a request stay in order (one
 publisher task, one partition: the reply's key).
+
+An attempt that fails after some chunks went out is followed by a new stream: `restart()`
+publishes what is buffered, then starts a new `stream_id` whose first chunk names the one it
+`replaces`, so a consumer discards the partial answer it has seen.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ class ChunkPublisher:
         self._key = key
         self.request_id = request_id
         self.stream_id = uuid.uuid4().hex
-        self.published = 0  # chunk events acknowledged by the broker
+        self.published = 0  # chunk events of the current stream acknowledged by the broker
+        self.restarts = 0  # streams abandoned (failed attempts that had sent chunks)
+        self._replaces: str | None = None
         self._pending: list[str] = []
         self._model = ""
         self._wake = asyncio.Event()
@@ -49,7 +55,8 @@ class ChunkPublisher:
             while self._pending:
                 text, self._pending = "".join(self._pending), []
                 chunk = CompletionChunk(request_id=self.request_id, stream_id=self.stream_id, seq=self.published,
-                                        delta=text, model=self._model)
+                                        delta=text, model=self._model,
+                                        replaces=self._replaces if self.published == 0 else None)
                 await self._publisher.publish(self._topic, chunk.model_dump_json().encode(), key=self._key,
                                               headers=tracing.inject({CORRELATION_HEADER: self.request_id}))
                 self.published += 1
@@ -63,6 +70,16 @@ class ChunkPublisher:
         self._closing = True
         self._wake.set()
         await self._task
+
+    async def restart(self) -> None:
+        """Flush the failed attempt's chunks, then begin a new stream (only if that one began)."""
+        await self.close()
+        if self.published == 0:
+            return  # nothing went out: the next attempt may keep this stream_id
+        self._task, self._closing = None, False
+        self._replaces, self.stream_id = self.stream_id, uuid.uuid4().hex
+        self.published = 0
+        self.restarts += 1
 
     async def abort(self) -> None:
         if self._task is not None and not self._task.done():

@@ -274,6 +274,8 @@ class RequestHandler:
             reply = build_reply(request, plan, outcome, (time.perf_counter() - started) * 1000,
                                 stream_id=chunks.stream_id if chunks else None,
                                 stream_chunks=chunks.published if chunks else 0)
+            if chunks is not None and chunks.restarts:
+                reply = reply.model_copy(update={"stream_restarts": chunks.restarts})
         except BaseException:
             await self._publish_usage(request, usage)  # the calls happened: record them before failing
             raise

@@ -93,10 +93,11 @@ async def test_redelivered_answered_request_gets_stored_reply_without_a_call(set
 class ExplodingProvider(LiteLLMProvider):
     """The real provider, except that one request id hits a bug (not a provider error)."""
 
-    async def complete(self, spec, request, *, timeout_s, on_delta=None):
+    async def complete(self, spec, request, *, timeout_s, on_delta=None, stream_limits=None):
         if request.request_id == "poison":
             raise RuntimeError("bug triggered by this request")
-        return await super().complete(spec, request, timeout_s=timeout_s, on_delta=on_delta)
+        return await super().complete(spec, request, timeout_s=timeout_s, on_delta=on_delta,
+                                      stream_limits=stream_limits)
 
 
 async def test_poison_request_is_dead_lettered_after_bounded_attempts(settings, sim) -> None:

@@ -128,6 +128,20 @@ async def test_timeout_is_cut_at_the_per_attempt_timeout(settings, start_worker,
     assert cut.error_code == ErrorCode.TIMEOUT and cut.latency_ms < 5000  # cut, not the 10 s hang
 
 
+async def test_a_silent_provider_gets_one_attempt_then_the_fallback_and_cools_down(
+        settings, start_worker, sim, tmp_path) -> None:
+    models = TWO_MODELS.replace("context_window: 128000}", "context_window: 128000, resilience: {timeout_s: 1.0}}")
+    await start_worker(catalog=catalog_from(tmp_path, models, CHAIN))  # the default policy: timeouts not retried
+    await sim.add_rule({"model": "gpt-4o-mini", "fault": "timeout", "hang_s": 20})
+    async with PipelineClient(settings) as client:
+        reply = await client.complete(req("silent"), timeout=30)
+        later = await client.complete(req("silent-2"), timeout=30)
+    assert reply.model == "secondary" and [a.error_code for a in reply.attempts] == [ErrorCode.TIMEOUT, None]
+    assert reply.latency_ms < 1000 + 2000  # one timeout plus a small slack, not two or three
+    assert [a.model for a in later.attempts] == ["secondary"]  # one timeout cooled the deployment down
+    assert [(s.model, s.reason) for s in later.routing.skipped] == [("primary", SkipReason.COOLING_DOWN)]
+
+
 async def test_load_is_split_across_deployments_by_weight(settings, start_worker, sim, tmp_path) -> None:
     models = f"""
 models:

@@ -21,12 +21,12 @@ SETTINGS = Settings(topic_replies="replies", topic_usage="usage", topic_dlq="dlq
 
 
 class Answering:
-    async def complete(self, spec, request, *, timeout_s, on_delta=None):
+    async def complete(self, spec, request, *, timeout_s, on_delta=None, stream_limits=None):
         return ProviderResponse("fine", 5, 5)
 
 
 class Buggy:
-    async def complete(self, spec, request, *, timeout_s, on_delta=None):
+    async def complete(self, spec, request, *, timeout_s, on_delta=None, stream_limits=None):
         raise ZeroDivisionError("a bug, not a provider error")
 
 
@@ -129,7 +129,7 @@ class AnswersWhileRenewing:
     def __init__(self, store: CancellationSwallowingStore) -> None:
         self.store = store
 
-    async def complete(self, spec, request, *, timeout_s, on_delta=None):
+    async def complete(self, spec, request, *, timeout_s, on_delta=None, stream_limits=None):
         await self.store.renewing.wait()  # the request ends while its lease renewal is in flight
         return ProviderResponse("fine", 5, 5)
 

@@ -25,9 +25,10 @@ from pipeline.stages.reply import build_reply, usage_events
 from pipeline.stages.route import RoutePlan, RouteRefusal, plan_route
 from pipeline.stages.structured import check_structured
 from pipeline.state.response_cache import InProcessResponseCache
-from pipeline.transport.llm import ProviderError, ProviderResponse
+from pipeline.transport.llm import PartialUsage, ProviderError, ProviderResponse
 from pipeline.worker.answer_cache import CachedAnswers, decode_answer, encode_answer
 from pipeline.worker.chunks import ChunkPublisher
+from pipeline.worker.records import MemoryPublisher
 
 CATALOG = load_catalog(Path(__file__).resolve().parents[2] / "config")
 SCHEMA = {"type": "object", "properties": {"sentiment": {"enum": ["positive", "negative"]}}, "required": ["sentiment"]}
@@ -49,7 +50,7 @@ class Scripted:
         self.script = script
         self.calls: list[str] = []
 
-    async def complete(self, spec, req, *, timeout_s, on_delta=None):
+    async def complete(self, spec, req, *, timeout_s, on_delta=None, stream_limits=None):
         self.calls.append(spec.name)
         outcomes = self.script[spec.name]
         outcome = outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]
@@ -144,21 +145,44 @@ async def test_tool_calls_reach_the_reply_unvalidated_as_json() -> None:
     assert reply.status is ReplyStatus.OK and reply.tool_calls == [call] and reply.finish_reason == "tool_calls"
 
 
-async def test_a_stream_broken_after_output_is_neither_retried_nor_replaced() -> None:
+async def test_a_stream_broken_after_output_restarts_on_the_fallback_and_bills_the_delivered_tokens() -> None:
     req = request(stream=True)
     plan = plan_route(req, CATALOG)
     assert isinstance(plan, RoutePlan) and len(plan.candidates) == 2
-    broken = ProviderError(ErrorCode.STREAM_INTERRUPTED, "cut", after_output=True)
-    provider = Scripted({plan.candidates[0].spec.name: [broken], plan.candidates[1].spec.name: [answer("fine")]})
+    first, second = (c.spec.name for c in plan.candidates)
+    broken = ProviderError(ErrorCode.STREAM_INTERRUPTED, "cut", after_output=True,
+                           partial=PartialUsage(100, 40, estimated=True))
+    provider = Scripted({first: [broken], second: [answer("fine")]})
+    publisher = MemoryPublisher()
+    chunks = ChunkPublisher(publisher, "replies", b"k", req.request_id)
+    await chunks(first, "partial ans")  # what the broken attempt had streamed
 
-    async def sink(model: str, delta: str) -> None:
-        return None
+    outcome = await call_with_fallback(req, plan, CallContext(provider, 5.0, on_delta=chunks))
+    assert provider.calls == [first, first, second]  # one restart on the same model, then the fallback
+    assert outcome.answer is not None and outcome.answer.spec.name == second
+    broken_attempts = outcome.attempts[:2]
+    assert all(a.cost_usd > 0 and a.billed_tokens == (100, 40, True) for a in broken_attempts)
+    rows = usage_events(req, plan, outcome)
+    assert [(r.status.value, r.completion_tokens, r.tokens_estimated) for r in rows] == [
+        ("error", 40, True), ("error", 40, True), ("ok", 5, False)]
+    reply = build_reply(req, plan, outcome, 1.0)
+    assert reply.cost_usd == pytest.approx(sum(a.cost_usd for a in outcome.attempts))
+    assert chunks.restarts == 1  # the first restart began a new stream; the second had sent nothing
 
-    outcome = await call_with_fallback(req, plan, CallContext(provider, 5.0, on_delta=sink))
-    assert provider.calls == [plan.candidates[0].spec.name]
-    reply = build_reply(req, plan, outcome, 1.0, stream_id="s1", stream_chunks=3)
-    assert reply.error is not None and reply.error.code is ErrorCode.STREAM_INTERRUPTED
-    assert (reply.stream_id, reply.stream_chunks) == ("s1", 3)
+
+async def test_a_restarted_stream_has_a_new_id_that_names_the_one_it_replaces() -> None:
+    publisher = MemoryPublisher()
+    chunks = ChunkPublisher(publisher, "replies", b"k", "r1")
+    await chunks("m1", "half an ")
+    old = chunks.stream_id
+    await chunks.restart()
+    await chunks.restart()  # nothing sent since: the same new stream
+    await chunks("m2", "a whole answer")
+    await chunks.close()
+    events = [CompletionChunk.model_validate_json(v) for _, v, _, _ in publisher.on("replies")]
+    assert [(e.stream_id == old, e.seq, e.replaces, e.delta) for e in events] == [
+        (True, 0, None, "half an "), (False, 0, old, "a whole answer")]
+    assert chunks.restarts == 1 and chunks.published == 1 and chunks.stream_id == events[1].stream_id
 
 
 async def test_a_stream_failing_before_output_falls_back() -> None:

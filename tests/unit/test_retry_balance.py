@@ -30,8 +30,17 @@ def test_transient_errors_retry_then_fall_back() -> None:
         assert decide(err(code), 0, POLICY, RNG).action is Action.RETRY
         assert decide(err(code), 1, POLICY, RNG).action is Action.RETRY
         assert decide(err(code), 2, POLICY, RNG).action is Action.FALLBACK
-    assert decide(err(ErrorCode.TIMEOUT), 0, POLICY, RNG).action is Action.RETRY
-    assert decide(err(ErrorCode.TIMEOUT), 1, POLICY, RNG).action is Action.FALLBACK
+    assert decide(err(ErrorCode.STREAM_INTERRUPTED), 0, POLICY, RNG).action is Action.RETRY  # a new stream
+    assert decide(err(ErrorCode.STREAM_INTERRUPTED), 1, POLICY, RNG).action is Action.FALLBACK
+
+
+def test_a_timeout_fails_over_at_once_and_cools_down_unless_timeouts_are_retried() -> None:
+    assert decide(err(ErrorCode.TIMEOUT), 0, POLICY, RNG).action is Action.FALLBACK
+    assert POLICY.cooldown_rule("timeout") == (1, POLICY.cooldown_s)
+    retrying = POLICY.merged({"retry_timeouts": True})
+    assert decide(err(ErrorCode.TIMEOUT), 0, retrying, RNG).action is Action.RETRY
+    assert decide(err(ErrorCode.TIMEOUT), 1, retrying, RNG).action is Action.FALLBACK
+    assert retrying.cooldown_rule("timeout") == (retrying.allowed_fails, retrying.cooldown_s)
 
 
 def test_rate_limit_honours_retry_after() -> None:

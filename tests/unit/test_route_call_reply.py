@@ -28,7 +28,7 @@ class ScriptedProvider:
         self.script = script
         self.calls: list[str] = []
 
-    async def complete(self, spec, req, *, timeout_s, on_delta=None):
+    async def complete(self, spec, req, *, timeout_s, on_delta=None, stream_limits=None):
         self.calls.append(spec.name)
         outcome = self.script[spec.name]
         if isinstance(outcome, ProviderError):
