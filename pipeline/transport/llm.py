@@ -199,8 +199,8 @@ def _frame_phase(module: str, function: str) -> str | None:
     return None
 
 
-def rejected_before_sending(exc: BaseException) -> BaseException | None:
-    """The error LiteLLM raised while building the request, when nothing was sent; else None.
+def rejected_before_sending(exc: BaseException) -> bool:
+    """Whether LiteLLM raised `exc` while building the request, before sending anything.
 
     LiteLLM translates OpenAI messages into each provider's format before sending; a message it
     cannot translate (an unknown content part, a tool call without `function`, arguments that
@@ -213,23 +213,35 @@ def rejected_before_sending(exc: BaseException) -> BaseException | None:
     connection therefore keep their class."""
     chain = _exception_chain(exc)
     if any(isinstance(e, OSError) or type(e).__module__.partition(".")[0] in _NETWORK_PACKAGES for e in chain):
-        return None  # OSError: refused, reset, DNS (gaierror), TLS, TimeoutError
+        return False  # OSError: refused, reset, DNS (gaierror), TLS, TimeoutError
     building = False
     for e in chain:
         tb = e.__traceback__
         while tb is not None:
-            code = tb.tb_frame.f_code
-            phase = _frame_phase(str(tb.tb_frame.f_globals.get("__name__", "")), code.co_name)
+            phase = _frame_phase(str(tb.tb_frame.f_globals.get("__name__", "")), tb.tb_frame.f_code.co_name)
             if phase == "network":
-                return None
+                return False
             building = building or phase == "request"
             tb = tb.tb_next
-    return chain[-1] if building else None
+    return building
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else ""
+def _rejection_detail(exc: BaseException) -> str:
+    """What LiteLLM's own errors under the label said ("Exception: Invalid user message at index
+    0 ...; KeyError: 'function'"), without the traceback LiteLLM appends to its message."""
+    def first_line(e: BaseException) -> str:
+        text = str(e).strip()
+        return text.splitlines()[0][:300] if text else ""
+
+    causes = _exception_chain(exc)[1:]
+    if not causes:
+        return first_line(exc)
+    parts: list[str] = []
+    for e in reversed(causes):  # innermost first, so a repeated message keeps its original type
+        line = first_line(e)
+        if line and not any(line in part for part in parts):
+            parts.append(f"{type(e).__name__}: {line}")
+    return "; ".join(reversed(parts))
 
 
 def classify(exc: BaseException, secrets: tuple[str, ...] = ()) -> ProviderError:
@@ -241,12 +253,10 @@ def classify(exc: BaseException, secrets: tuple[str, ...] = ()) -> ProviderError
     if isinstance(exc, ProviderError):
         return exc
     guess = next((mapped for cls, mapped in _exception_table() if isinstance(exc, cls)), None)
-    root = rejected_before_sending(exc)
-    if root is not None:
+    if rejected_before_sending(exc):
         code = classify_signal(ProviderSignal(message=str(exc), before_network=True), guess)
-        detail = f"{type(root).__name__}: {_first_line(root)}" if root is not exc else _first_line(exc)
-        message = redact(f"request rejected by LiteLLM before sending (raised as {type(exc).__name__}): {detail}",
-                         secrets)[:1000]
+        message = redact(f"request rejected by LiteLLM before sending (raised as {type(exc).__name__}): "
+                         f"{_rejection_detail(exc)}", secrets)[:1000]
         return ProviderError(code, message)
     signal = provider_signal(exc)
     code = classify_signal(signal, guess)
