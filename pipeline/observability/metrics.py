@@ -31,6 +31,8 @@ PUBLISH_REFUSED = Counter("llm_publish_refused", "Records a topic refused for go
                           "forbidden topic), by what they were.", ["kind", "reason"])
 RECORDS_SKIPPED = Counter("llm_records_skipped", "Records that could be neither handled nor dead-lettered: "
                           "logged with their offset and skipped so the partition moves on.", ["topic", "reason"])
+STREAM_EVENTS_SKIPPED = Counter("llm_stream_events_skipped", "Undecodable events dropped from provider streams "
+                                "(the rest of the answer still used), by deployment.", ["deployment"])
 USAGE_ROWS = Counter("llm_usage_rows_written", "Usage rows inserted into ClickHouse.")
 USAGE_INSERT_FAILURES = Counter("llm_usage_insert_failures", "Failed usage inserts (retried, never dropped).")
 CONFIG_RELOADS = Counter("llm_config_reloads", "Configuration reloads.", ["result"])

@@ -42,6 +42,7 @@ class ProviderResponse:
     streamed_chunks: int = 0  # deltas handed to the caller's sink (streaming only)
     ttft_ms: float = 0.0  # time to the first delta (streaming only)
     tokens_estimated: bool = False  # counted from the text with LiteLLM's tokenizer: the provider sent none
+    skipped_events: int = 0  # undecodable stream events dropped (streaming only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +283,7 @@ class LiteLLMProvider:
         # `max_retries or DEFAULT_MAX_RETRIES`, so max_retries=0 alone still retried twice.
         litellm.DEFAULT_MAX_RETRIES = 0  # type: ignore[misc]  # Final in LiteLLM's stubs, read at call time
         self._acompletion = litellm.acompletion
+        self._stream_clients: dict[tuple[str, str | None, str | None], Any] = {}
 
     async def complete(
         self, spec: Deployment, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None,
@@ -317,6 +319,9 @@ class LiteLLMProvider:
         if request.response_format is not None:
             kwargs["response_format"] = request.response_format.model_dump(by_alias=True, exclude_none=True)
         if on_delta is not None:
+            client = self._stream_client(spec, key)
+            if client is not None:
+                kwargs["client"] = client
             limits = stream_limits or StreamLimits(timeout_s, timeout_s)
             from pipeline.transport.llm_stream import stream_completion  # it imports this module
 
@@ -326,6 +331,32 @@ class LiteLLMProvider:
         except Exception as exc:
             raise classify(exc, secrets) from None
         return parse_response(response, spec)
+
+    def _stream_client(self, spec: Deployment, key: str | None) -> Any:
+        """A client whose transport drops undecodable stream events (see stream_filter), for the
+        wire formats whose LiteLLM path takes one; None leaves LiteLLM's own client."""
+        provider = spec.litellm_model.partition("/")[0]
+        if provider not in ("openai", "anthropic", "ollama", "ollama_chat"):
+            return None
+        cache_key = (provider, spec.api_base, key) if provider == "openai" else ("http", None, None)
+        client = self._stream_clients.get(cache_key)
+        if client is None:
+            import httpx
+            from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+            from pipeline.transport.stream_filter import EventFilteringTransport
+
+            inner = AsyncHTTPHandler.create_async_transport() or httpx.AsyncHTTPTransport()
+            transport = EventFilteringTransport(inner)
+            if provider == "openai":
+                import openai
+
+                client = openai.AsyncOpenAI(api_key=key or NO_KEY_PLACEHOLDER, base_url=spec.api_base, max_retries=0,
+                                            http_client=httpx.AsyncClient(transport=transport))
+            else:
+                client = AsyncHTTPHandler(transport=transport)
+            self._stream_clients[cache_key] = client
+        return client
 
     async def _embed(
         self, spec: Deployment, request: CompletionRequest, kwargs: dict[str, Any], secrets: tuple[str, ...]

@@ -6,7 +6,8 @@ are kept here: the first token within `first_token_timeout_s`, no silence betwee
 than `idle_timeout_s`, the whole attempt within its timeout. A stream whose answer is complete
 (a finish reason came) but whose terminator never does is finished after a short grace.
 
-A stream is only an answer if it finished: one that broke, stalled or just stopped without a
+Undecodable events are dropped below LiteLLM and counted (`stream_filter`), so one bad event
+does not cost the answer. A stream is only an answer if it finished: one that broke, stalled or just stopped without a
 finish reason is an error (`after_output` once deltas went out), with the tokens it generated
 (`PartialUsage`: the provider's count if it sent one, else LiteLLM's tokenizer on the delivered
 text, flagged as estimated), because the provider bills them.
@@ -23,6 +24,7 @@ from typing import Any
 
 from pipeline.catalog.resilience import Deployment
 from pipeline.contracts import ErrorCode
+from pipeline.observability.metrics import STREAM_EVENTS_SKIPPED
 from pipeline.transport.llm import (
     DeltaSink,
     PartialUsage,
@@ -32,6 +34,7 @@ from pipeline.transport.llm import (
     classify,
     parse_response,
 )
+from pipeline.transport.stream_filter import counting
 
 #: After the finish reason, how long to wait for the usage chunk and the terminator.
 TAIL_GRACE_S = 1.0
@@ -102,6 +105,19 @@ async def stream_completion(
     secrets: tuple[str, ...], limits: StreamLimits, timeout_s: float,
 ) -> ProviderResponse:
     """Errors of `on_delta` itself (publishing) propagate unchanged: they are not the provider's."""
+    with counting() as skipped:
+        try:
+            response = await _stream(acompletion, spec, kwargs, on_delta, secrets, limits, timeout_s)
+        finally:
+            if skipped.count:
+                STREAM_EVENTS_SKIPPED.labels(spec.name).inc(skipped.count)
+    return replace(response, skipped_events=skipped.count)
+
+
+async def _stream(
+    acompletion: Callable[..., Awaitable[Any]], spec: Deployment, kwargs: dict[str, Any], on_delta: DeltaSink,
+    secrets: tuple[str, ...], limits: StreamLimits, timeout_s: float,
+) -> ProviderResponse:
     import litellm
 
     t0 = time.perf_counter()
