@@ -6,6 +6,7 @@ the call stage sees only `ProviderClient`, `ProviderResponse` and `ProviderError
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -327,7 +328,12 @@ class LiteLLMProvider:
 
             return await stream_completion(self._acompletion, spec, kwargs, on_delta, secrets, limits, timeout_s)
         try:
-            response = await self._acompletion(**kwargs)
+            # The HTTP client's timeout bounds each read, not the call (nor LiteLLM's own setup):
+            # the attempt's limit is kept here.
+            async with asyncio.timeout(timeout_s):
+                response = await self._acompletion(**kwargs)
+        except TimeoutError:
+            raise ProviderError(ErrorCode.TIMEOUT, f"{spec.name}: no answer within {timeout_s:g} s") from None
         except Exception as exc:
             raise classify(exc, secrets) from None
         return parse_response(response, spec)
