@@ -353,7 +353,8 @@ async def _probe_all(deployments: list, timeout_s: float = 5.0) -> dict[str, str
     import time as _time
 
     from pipeline.contracts import ChatMessage, CompletionRequest
-    from pipeline.transport.llm import LiteLLMProvider, ProviderError
+    from pipeline.transport.llm import LiteLLMProvider
+    from pipeline.transport.provider import ProviderError
 
     provider = LiteLLMProvider()
     request = CompletionRequest(request_id="health-check", task_type="health-check", max_tokens=1,

@@ -24,7 +24,8 @@ from pipeline.stages.deployments import DeploymentPool
 from pipeline.stages.reply import build_reply
 from pipeline.stages.route import RoutePlan, plan_route
 from pipeline.state.health import InProcessHealth
-from pipeline.transport.llm import LiteLLMProvider, ProviderError, StreamLimits
+from pipeline.transport.llm import LiteLLMProvider
+from pipeline.transport.provider import ProviderError, StreamLimits
 
 REPO = Path(__file__).resolve().parents[1]
 UNKNOWN_PART = [{"role": "user", "content": [{"type": "banana", "banana": "x"}]}]  # every wire format refuses it

@@ -31,7 +31,7 @@ from pipeline.stages.deployments import DeploymentPool, Unavailable
 from pipeline.stages.retry import Action, decide
 from pipeline.stages.route import Candidate, RoutePlan, Skipped
 from pipeline.stages.structured import check_structured
-from pipeline.transport.llm import ProviderClient, ProviderError, ProviderResponse, StreamLimits
+from pipeline.transport.provider import ProviderClient, ProviderError, ProviderResponse, StreamLimits
 
 
 class StreamSink(Protocol):

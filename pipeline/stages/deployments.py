@@ -17,7 +17,7 @@ from pipeline.contracts import SkipReason
 from pipeline.stages.balance import order_deployments
 from pipeline.stages.retry import DEPLOYMENT_FAULTS
 from pipeline.state.health import HealthState
-from pipeline.transport.llm import ProviderError
+from pipeline.transport.provider import ProviderError
 
 _EWMA = 0.2
 

@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from pipeline.catalog.resilience import ContentPolicyAction, Resilience
 from pipeline.contracts import ErrorCode
-from pipeline.transport.llm import ProviderError
+from pipeline.transport.provider import ProviderError
 
 #: Failures that say something about the deployment (and count towards its cooldown), as
 #: opposed to the request (context too long, content policy, bad request).

@@ -11,9 +11,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from pipeline.catalog.resilience import Deployment
 from pipeline.contracts import (
@@ -24,77 +22,16 @@ from pipeline.contracts import (
     ToolCallFunction,
 )
 from pipeline.transport.error_signals import ProviderSignal, classify_signal, retry_after_s
+from pipeline.transport.provider import (
+    DeltaSink,
+    ProviderError,
+    ProviderResponse,
+    StreamLimits,
+)
 
 #: Sent when a catalog entry names no key (Ollama, vLLM, the simulator): some client
 #: libraries refuse to send a request without one. It is not a secret.
 NO_KEY_PLACEHOLDER = "no-key-configured"
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderResponse:
-    content: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str | None = None
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    tool_calls: tuple[ToolCall, ...] = ()
-    embeddings: tuple[tuple[float, ...], ...] | None = None
-    streamed_chunks: int = 0  # deltas handed to the caller's sink (streaming only)
-    ttft_ms: float = 0.0  # time to the first delta (streaming only)
-    tokens_estimated: bool = False  # counted from the text with LiteLLM's tokenizer: the provider sent none
-    skipped_events: int = 0  # undecodable stream events dropped (streaming only)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamLimits:
-    """Our own time limits on a stream, on top of the HTTP client's (which only bounds each read)."""
-
-    first_token_timeout_s: float
-    idle_timeout_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class PartialUsage:
-    """What a broken stream generated before it broke: the provider bills these tokens."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    estimated: bool  # counted with LiteLLM's tokenizer: the provider's usage never came
-
-
-#: Receives each text delta of a streamed answer, in order; returns once it is safely handed on.
-DeltaSink = Callable[[str], Awaitable[None]]
-
-
-class ProviderError(Exception):
-    """A failed provider call, classified. `message` never contains a secret.
-
-    `after_output`: the stream broke after deltas were handed on: the caller has seen part of
-    an answer, so whatever follows must start a new stream. `partial`: the tokens such a stream
-    generated (billed by the provider although the answer is unusable)."""
-
-    def __init__(
-        self, code: ErrorCode, message: str, *, status: int | None = None, retry_after_s: float | None = None,
-        after_output: bool = False, partial: PartialUsage | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-        self.retry_after_s = retry_after_s
-        self.after_output = after_output
-        self.partial = partial
-
-
-class ProviderClient(Protocol):
-    async def complete(
-        self, spec: Deployment, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None,
-        stream_limits: StreamLimits | None = None,
-    ) -> ProviderResponse:
-        """Call `spec` once. Raises ProviderError; never retries on its own. With `on_delta` (a
-        streaming request) the answer's text deltas go to it as they arrive, within `stream_limits`."""
-        ...
 
 
 def _exception_table() -> list[tuple[type[BaseException], ErrorCode]]:

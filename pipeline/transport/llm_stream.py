@@ -25,15 +25,8 @@ from typing import Any
 from pipeline.catalog.resilience import Deployment
 from pipeline.contracts import ErrorCode
 from pipeline.observability.metrics import STREAM_EVENTS_SKIPPED
-from pipeline.transport.llm import (
-    DeltaSink,
-    PartialUsage,
-    ProviderError,
-    ProviderResponse,
-    StreamLimits,
-    classify,
-    parse_response,
-)
+from pipeline.transport.llm import classify, parse_response
+from pipeline.transport.provider import DeltaSink, PartialUsage, ProviderError, ProviderResponse, StreamLimits
 from pipeline.transport.stream_filter import counting
 
 #: After the finish reason, how long to wait for the usage chunk and the terminator.

@@ -14,7 +14,7 @@ import orjson
 from pipeline.contracts import CompletionRequest, ToolCall
 from pipeline.stages.cache import cache_key, cacheable
 from pipeline.state.response_cache import ResponseCache
-from pipeline.transport.llm import ProviderResponse
+from pipeline.transport.provider import ProviderResponse
 
 _FORMAT = 1
 

@@ -34,7 +34,8 @@ from pipeline.transport.kafka import (
     pipeline_topics,
 )
 from pipeline.transport.kafka_intake import ConcurrentIntake, FailurePolicy, IntakeLimits
-from pipeline.transport.llm import LiteLLMProvider, ProviderClient
+from pipeline.transport.llm import LiteLLMProvider
+from pipeline.transport.provider import ProviderClient
 from pipeline.worker.answer_cache import CachedAnswers
 from pipeline.worker.handler import RequestHandler
 from pipeline.worker.records import PublishRefused

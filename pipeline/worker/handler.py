@@ -40,7 +40,7 @@ from pipeline.stages.route import Candidate, RoutePlan, RouteRefusal, plan_route
 from pipeline.stages.template import TemplateRefusal, apply_template
 from pipeline.stages.validate import Rejection, validate_request
 from pipeline.state import ProcessedStore
-from pipeline.transport.llm import ProviderClient
+from pipeline.transport.provider import ProviderClient
 from pipeline.worker.chunks import ChunkPublisher
 from pipeline.worker.outcome import StoredOutcome, source_of
 from pipeline.worker.outputs import Outputs

@@ -17,7 +17,7 @@ from pipeline.stages.deployments import DeploymentPool, Unavailable
 from pipeline.stages.retry import Action, decide
 from pipeline.state.health import InProcessHealth
 from pipeline.transport.error_signals import ProviderSignal, classify_signal, embedded_json, retry_after_s
-from pipeline.transport.llm import ProviderError
+from pipeline.transport.provider import ProviderError
 
 E = ErrorCode
 

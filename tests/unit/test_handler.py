@@ -11,7 +11,7 @@ from pipeline.catalog import load_catalog
 from pipeline.contracts import CompletionReply, UsageEvent
 from pipeline.settings import Settings
 from pipeline.state.processed import InProcessStore
-from pipeline.transport.llm import ProviderResponse
+from pipeline.transport.provider import MockCall, MockProvider, ProviderResponse
 from pipeline.worker.handler import RequestHandler
 from pipeline.worker.outcome import StoredOutcome
 from pipeline.worker.records import MemoryPublisher, SourceRecord
@@ -20,14 +20,15 @@ CATALOG = load_catalog(Path(__file__).resolve().parents[2] / "config")
 SETTINGS = Settings(topic_replies="replies", topic_usage="usage", topic_dlq="dlq")
 
 
-class Answering:
-    async def complete(self, spec, request, *, timeout_s, on_delta=None, stream_limits=None):
-        return ProviderResponse("fine", 5, 5)
+def answering() -> MockProvider:
+    return MockProvider(lambda call: ProviderResponse("fine", 5, 5))
 
 
-class Buggy:
-    async def complete(self, spec, request, *, timeout_s, on_delta=None, stream_limits=None):
+def buggy() -> MockProvider:
+    def fail(call: MockCall) -> ProviderResponse:
         raise ZeroDivisionError("a bug, not a provider error")
+
+    return MockProvider(fail)
 
 
 def record(doc: dict | bytes, key: bytes = b"k1") -> SourceRecord:
@@ -40,7 +41,7 @@ REQUEST = {"request_id": "r1", "task_type": "summarize", "messages": [{"role": "
 
 async def test_success_publishes_usage_then_reply_with_key_and_correlation() -> None:
     publisher = MemoryPublisher()
-    await RequestHandler(SETTINGS, lambda: CATALOG, Answering(), publisher).handle(record(REQUEST))
+    await RequestHandler(SETTINGS, lambda: CATALOG, answering(), publisher).handle(record(REQUEST))
     assert [r[0] for r in publisher.records] == ["usage", "replies"]  # usage acknowledged before the reply
     (_, value, key, headers), = publisher.on("replies")
     assert key == b"k1" and headers["correlation_id"] == "r1"
@@ -49,7 +50,7 @@ async def test_success_publishes_usage_then_reply_with_key_and_correlation() -> 
 
 async def test_unexpected_error_dead_letters_and_replies() -> None:
     publisher = MemoryPublisher()
-    await RequestHandler(SETTINGS, lambda: CATALOG, Buggy(), publisher).handle(record(REQUEST))
+    await RequestHandler(SETTINGS, lambda: CATALOG, buggy(), publisher).handle(record(REQUEST))
     (_, value, key, headers), = publisher.on("dlq")
     assert value == orjson.dumps(REQUEST) and key == b"k1"
     assert headers["dlq_reason"] == "internal_error" and "ZeroDivisionError" in headers["dlq_detail"]
@@ -61,7 +62,7 @@ async def test_unexpected_error_dead_letters_and_replies() -> None:
 
 async def test_record_without_key_replies_keyed_by_request_id() -> None:
     publisher = MemoryPublisher()
-    handler = RequestHandler(SETTINGS, lambda: CATALOG, Answering(), publisher)
+    handler = RequestHandler(SETTINGS, lambda: CATALOG, answering(), publisher)
     await handler.handle(SourceRecord(topic="requests", partition=0, offset=0, value=orjson.dumps(REQUEST)))
     (_, _, key, _), = publisher.on("replies")
     assert key == b"r1"
@@ -69,7 +70,7 @@ async def test_record_without_key_replies_keyed_by_request_id() -> None:
 
 async def test_disallowed_reply_to_goes_to_default_topic_without_dead_letter() -> None:
     publisher = MemoryPublisher()
-    handler = RequestHandler(SETTINGS, lambda: CATALOG, Answering(), publisher)
+    handler = RequestHandler(SETTINGS, lambda: CATALOG, answering(), publisher)
     await handler.handle(record({**REQUEST, "reply_to": "billing.commands"}))
     assert [r[0] for r in publisher.records] == ["replies"]
     assert CompletionReply.model_validate_json(publisher.records[0][1]).error.code == "reply_topic_not_allowed"
@@ -92,7 +93,7 @@ class FailingOncePublisher(MemoryPublisher):
 async def test_with_a_store_usage_and_reply_go_out_together_and_a_redelivery_replays_lost_usage() -> None:
     store = InProcessStore()
     publisher = FailingOncePublisher("usage")
-    handler = RequestHandler(SETTINGS, lambda: CATALOG, Answering(), publisher, processed=store)
+    handler = RequestHandler(SETTINGS, lambda: CATALOG, answering(), publisher, processed=store)
     with pytest.raises(ConnectionError):
         await handler.handle(record(REQUEST))  # the reply went out, its usage event did not
     assert len(publisher.on("replies")) == 1 and publisher.on("usage") == []
@@ -125,20 +126,19 @@ class CancellationSwallowingStore(InProcessStore):
         return await super().renew(request_id, owner, lease_s)
 
 
-class AnswersWhileRenewing:
-    def __init__(self, store: CancellationSwallowingStore) -> None:
-        self.store = store
-
-    async def complete(self, spec, request, *, timeout_s, on_delta=None, stream_limits=None):
-        await self.store.renewing.wait()  # the request ends while its lease renewal is in flight
+def answers_while_renewing(store: CancellationSwallowingStore) -> MockProvider:
+    async def answer(call: MockCall) -> ProviderResponse:
+        await store.renewing.wait()  # the request ends while its lease renewal is in flight
         return ProviderResponse("fine", 5, 5)
+
+    return MockProvider(answer)
 
 
 async def test_the_lease_renewer_ends_with_its_request_even_if_the_store_swallows_cancellation() -> None:
     store = CancellationSwallowingStore()
     settings = SETTINGS.model_copy(update={"idempotency_lease_s": 0.03})
     publisher = MemoryPublisher()
-    handler = RequestHandler(settings, lambda: CATALOG, AnswersWhileRenewing(store), publisher, processed=store)
+    handler = RequestHandler(settings, lambda: CATALOG, answers_while_renewing(store), publisher, processed=store)
     await asyncio.wait_for(handler.handle(record(REQUEST)), 5)
     assert len(publisher.on("replies")) == 1
     await asyncio.sleep(0.1)  # several renewal periods
@@ -156,7 +156,7 @@ def test_stored_outcome_round_trip_and_bare_replies() -> None:
 
 async def test_give_up_dead_letters_the_record_and_tells_the_caller() -> None:
     publisher = MemoryPublisher()
-    handler = RequestHandler(SETTINGS, lambda: CATALOG, Answering(), publisher)
+    handler = RequestHandler(SETTINGS, lambda: CATALOG, answering(), publisher)
     await handler.give_up(record(REQUEST), RecursionError("too deep"), 3)
     (_, value, _, headers), = publisher.on("dlq")
     assert value == orjson.dumps(REQUEST) and headers["dlq_reason"] == "internal_error"
@@ -167,5 +167,5 @@ async def test_give_up_dead_letters_the_record_and_tells_the_caller() -> None:
 
 async def test_give_up_on_unreadable_bytes_dead_letters_without_a_reply() -> None:
     publisher = MemoryPublisher()
-    await RequestHandler(SETTINGS, lambda: CATALOG, Answering(), publisher).give_up(record(b"\xff"), ValueError(), 3)
+    await RequestHandler(SETTINGS, lambda: CATALOG, answering(), publisher).give_up(record(b"\xff"), ValueError(), 3)
     assert [r[0] for r in publisher.records] == ["dlq"]

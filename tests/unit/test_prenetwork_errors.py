@@ -25,7 +25,8 @@ from pipeline.contracts import CompletionRequest, ErrorCode
 from pipeline.simulator import FaultRule, ProviderSimulator, SimulatorConfig
 from pipeline.stages.retry import DEPLOYMENT_FAULTS, Action, decide
 from pipeline.transport.error_signals import ProviderSignal, classify_signal
-from pipeline.transport.llm import ProviderError, classify, rejected_before_sending
+from pipeline.transport.llm import classify, rejected_before_sending
+from pipeline.transport.provider import ProviderError
 
 E = ErrorCode
 KEY = "sk-prenet-SECRET-never-logged"

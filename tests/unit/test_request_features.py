@@ -25,7 +25,7 @@ from pipeline.stages.reply import build_reply, usage_events
 from pipeline.stages.route import RoutePlan, RouteRefusal, plan_route
 from pipeline.stages.structured import check_structured
 from pipeline.state.response_cache import InProcessResponseCache
-from pipeline.transport.llm import PartialUsage, ProviderError, ProviderResponse
+from pipeline.transport.provider import MockProvider, PartialUsage, ProviderError, ProviderResponse
 from pipeline.worker.answer_cache import CachedAnswers, decode_answer, encode_answer
 from pipeline.worker.chunks import ChunkPublisher
 from pipeline.worker.records import MemoryPublisher
@@ -41,22 +41,6 @@ def request(**kw: object) -> CompletionRequest:
 
 def json_request(**kw: object) -> CompletionRequest:
     return request(response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": SCHEMA}}, **kw)
-
-
-class Scripted:
-    """Per model, a list of outcomes used in turn (the last one repeats)."""
-
-    def __init__(self, script: dict[str, list[object]]) -> None:
-        self.script = script
-        self.calls: list[str] = []
-
-    async def complete(self, spec, req, *, timeout_s, on_delta=None, stream_limits=None):
-        self.calls.append(spec.name)
-        outcomes = self.script[spec.name]
-        outcome = outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]
-        if isinstance(outcome, ProviderError):
-            raise outcome
-        return outcome
 
 
 def answer(content: str | None, **kw: object) -> ProviderResponse:
@@ -109,9 +93,10 @@ async def test_invalid_structured_output_retries_once_then_errors() -> None:
     req = json_request()  # summarize: sim-gpt-4o-mini only (sim-claude-haiku lacks json_mode)
     plan = plan_route(req, CATALOG)
     assert isinstance(plan, RoutePlan) and [c.spec.name for c in plan.candidates] == ["sim-gpt-4o-mini"]
-    provider = Scripted({"sim-gpt-4o-mini": [answer("nope"), answer("{}"), answer('{"sentiment": "negative"}')]})
+    provider = MockProvider.scripted(
+        {"sim-gpt-4o-mini": [answer("nope"), answer("{}"), answer('{"sentiment": "negative"}')]})
     outcome = await call_with_fallback(req, plan, CallContext(provider, 5.0))
-    assert provider.calls == ["sim-gpt-4o-mini", "sim-gpt-4o-mini"]  # one retry on the same model, then no more
+    assert provider.called == ["sim-gpt-4o-mini", "sim-gpt-4o-mini"]  # one retry on the same model, then no more
     reply = build_reply(req, plan, outcome, 1.0)
     assert reply.status is ReplyStatus.ERROR and reply.error is not None
     assert reply.error.code is ErrorCode.INVALID_STRUCTURED_OUTPUT
@@ -125,9 +110,10 @@ async def test_invalid_structured_output_falls_back_to_the_next_model() -> None:
     req = json_request(task_type="classify")  # sim-llama, then sim-gpt-4o-mini
     plan = plan_route(req, CATALOG)
     assert isinstance(plan, RoutePlan) and [c.spec.name for c in plan.candidates] == ["sim-llama", "sim-gpt-4o-mini"]
-    provider = Scripted({"sim-llama": [answer("{}")], "sim-gpt-4o-mini": [answer('{"sentiment": "positive"}')]})
+    provider = MockProvider.scripted(
+        {"sim-llama": [answer("{}")], "sim-gpt-4o-mini": [answer('{"sentiment": "positive"}')]})
     outcome = await call_with_fallback(req, plan, CallContext(provider, 5.0))
-    assert provider.calls == ["sim-llama", "sim-llama", "sim-gpt-4o-mini"]
+    assert provider.called == ["sim-llama", "sim-llama", "sim-gpt-4o-mini"]
     reply = build_reply(req, plan, outcome, 1.0)
     assert reply.status is ReplyStatus.OK and reply.parsed == {"sentiment": "positive"}
     assert reply.model == "sim-gpt-4o-mini"
@@ -138,7 +124,7 @@ async def test_tool_calls_reach_the_reply_unvalidated_as_json() -> None:
     req = json_request(tools=[{"type": "function", "function": {"name": "lookup"}}])
     plan = plan_route(req, CATALOG)
     assert isinstance(plan, RoutePlan)
-    provider = Scripted({c.spec.name: [answer(None, tool_calls=(call,), finish_reason="tool_calls")]
+    provider = MockProvider.scripted({c.spec.name: [answer(None, tool_calls=(call,), finish_reason="tool_calls")]
                          for c in plan.candidates})
     outcome = await call_with_fallback(req, plan, CallContext(provider, 5.0))
     reply = build_reply(req, plan, outcome, 1.0)
@@ -152,13 +138,13 @@ async def test_a_stream_broken_after_output_restarts_on_the_fallback_and_bills_t
     first, second = (c.spec.name for c in plan.candidates)
     broken = ProviderError(ErrorCode.STREAM_INTERRUPTED, "cut", after_output=True,
                            partial=PartialUsage(100, 40, estimated=True))
-    provider = Scripted({first: [broken], second: [answer("fine")]})
+    provider = MockProvider.scripted({first: [broken], second: [answer("fine")]})
     publisher = MemoryPublisher()
     chunks = ChunkPublisher(publisher, "replies", b"k", req.request_id)
     await chunks(first, "partial ans")  # what the broken attempt had streamed
 
     outcome = await call_with_fallback(req, plan, CallContext(provider, 5.0, on_delta=chunks))
-    assert provider.calls == [first, first, second]  # one restart on the same model, then the fallback
+    assert provider.called == [first, first, second]  # one restart on the same model, then the fallback
     assert outcome.answer is not None and outcome.answer.spec.name == second
     broken_attempts = outcome.attempts[:2]
     assert all(a.cost_usd > 0 and a.billed_tokens == (100, 40, True) for a in broken_attempts)
@@ -190,13 +176,13 @@ async def test_a_stream_failing_before_output_falls_back() -> None:
     plan = plan_route(req, CATALOG)
     assert isinstance(plan, RoutePlan)
     first, second = (c.spec.name for c in plan.candidates)
-    provider = Scripted({first: [ProviderError(ErrorCode.AUTH_ERROR, "no key")], second: [answer("fine")]})
+    provider = MockProvider.scripted({first: [ProviderError(ErrorCode.AUTH_ERROR, "no key")], second: [answer("fine")]})
 
     async def sink(model: str, delta: str) -> None:
         return None
 
     outcome = await call_with_fallback(req, plan, CallContext(provider, 5.0, on_delta=sink))
-    assert provider.calls == [first, second] and outcome.answer is not None
+    assert provider.called == [first, second] and outcome.answer is not None
 
 
 async def test_cache_hit_costs_nothing_and_is_marked() -> None:
@@ -204,18 +190,18 @@ async def test_cache_hit_costs_nothing_and_is_marked() -> None:
     req = request()
     plan = plan_route(req, CATALOG)
     assert isinstance(plan, RoutePlan)
-    provider = Scripted({c.spec.name: [answer("computed")] for c in plan.candidates})
+    provider = MockProvider.scripted({c.spec.name: [answer("computed")] for c in plan.candidates})
     first = await call_with_fallback(req, plan, CallContext(provider, 5.0, cache=cache))
     second = await call_with_fallback(req.model_copy(update={"request_id": "r2"}), plan,
                                       CallContext(provider, 5.0, cache=cache))
-    assert len(provider.calls) == 1
+    assert len(provider.called) == 1
     reply = build_reply(req, plan, second, 1.0)
     assert reply.cached and reply.content == "computed" and reply.cost_usd == 0
     (event,) = usage_events(req, plan, second)
     assert event.cache_hit and event.cost_usd == 0 and event.status.value == "ok"
     assert not build_reply(req, plan, first, 1.0).cached
     other = await call_with_fallback(request(temperature=0.5), plan, CallContext(provider, 5.0, cache=cache))
-    assert len(provider.calls) == 2 and not other.attempts[0].cache_hit  # a different request misses
+    assert len(provider.called) == 2 and not other.attempts[0].cache_hit  # a different request misses
 
 
 def test_answer_cache_round_trip() -> None:

@@ -15,7 +15,7 @@ from pipeline.catalog.resilience import (
 from pipeline.contracts import ErrorCode
 from pipeline.stages.balance import order_deployments
 from pipeline.stages.retry import Action, backoff_delay, decide
-from pipeline.transport.llm import ProviderError
+from pipeline.transport.provider import ProviderError
 
 POLICY = Resilience()
 RNG = random.Random(1)

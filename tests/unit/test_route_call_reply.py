@@ -10,7 +10,7 @@ from pipeline.stages.call import CallContext, call_with_fallback
 from pipeline.stages.cost import call_cost
 from pipeline.stages.reply import build_reply, usage_events
 from pipeline.stages.route import RoutePlan, RouteRefusal, plan_route
-from pipeline.transport.llm import ProviderError, ProviderResponse
+from pipeline.transport.provider import MockProvider, ProviderError, ProviderResponse
 
 CATALOG = load_catalog(Path(__file__).resolve().parents[2] / "config")
 
@@ -21,19 +21,9 @@ def request(**kw: object) -> CompletionRequest:
     return CompletionRequest.model_validate({**base, **kw})
 
 
-class ScriptedProvider:
-    """Answers per model name: a ProviderResponse or a ProviderError to raise."""
-
-    def __init__(self, script: dict) -> None:
-        self.script = script
-        self.calls: list[str] = []
-
-    async def complete(self, spec, req, *, timeout_s, on_delta=None, stream_limits=None):
-        self.calls.append(spec.name)
-        outcome = self.script[spec.name]
-        if isinstance(outcome, ProviderError):
-            raise outcome
-        return outcome
+def scripted(script: dict) -> MockProvider:
+    """Answers per model name: a ProviderResponse, or a ProviderError to raise."""
+    return MockProvider.scripted({name: [outcome] for name, outcome in script.items()})
 
 
 def test_route_by_task_type_and_default() -> None:
@@ -61,18 +51,18 @@ def test_no_route_without_default() -> None:
 
 
 async def test_first_candidate_answers() -> None:
-    provider = ScriptedProvider({"sim-gpt-4o-mini": ProviderResponse("hello", 100, 20, "stop")})
+    provider = scripted({"sim-gpt-4o-mini": ProviderResponse("hello", 100, 20, "stop")})
     plan = plan_route(request(), CATALOG)
     outcome = await call_with_fallback(request(), plan, CallContext(provider, 5))
     reply = build_reply(request(), plan, outcome, 12.5)
     assert reply.status is ReplyStatus.OK and reply.content == "hello" and reply.model == "sim-gpt-4o-mini"
     assert reply.usage.total_tokens == 120 and reply.metadata == {"k": "v"}
     assert reply.cost_usd == pytest.approx(100 * 0.15e-6 + 20 * 0.6e-6)
-    assert provider.calls == ["sim-gpt-4o-mini"]
+    assert provider.called == ["sim-gpt-4o-mini"]
 
 
 async def test_fallback_records_both_attempts() -> None:
-    provider = ScriptedProvider({
+    provider = scripted({
         "sim-gpt-4o-mini": ProviderError(ErrorCode.AUTH_ERROR, "401 from upstream", status=401),
         "sim-claude-haiku": ProviderResponse("from claude", 50, 10),
     })
@@ -96,7 +86,7 @@ async def test_fallback_records_both_attempts() -> None:
 
 
 async def test_every_candidate_failing_gives_error_reply_naming_each() -> None:
-    provider = ScriptedProvider({
+    provider = scripted({
         "sim-gpt-4o-mini": ProviderError(ErrorCode.AUTH_ERROR, "401"),
         "sim-claude-haiku": ProviderError(ErrorCode.CONTENT_POLICY, "refused"),
     })
@@ -111,15 +101,30 @@ async def test_every_candidate_failing_gives_error_reply_naming_each() -> None:
 
 
 async def test_bad_request_does_not_fall_back() -> None:
-    provider = ScriptedProvider({"sim-gpt-4o-mini": ProviderError(ErrorCode.BAD_REQUEST, "invalid parameter")})
+    provider = scripted({"sim-gpt-4o-mini": ProviderError(ErrorCode.BAD_REQUEST, "invalid parameter")})
     req = request()
     plan = plan_route(req, CATALOG)
     outcome = await call_with_fallback(req, plan, CallContext(provider, 5))
     reply = build_reply(req, plan, outcome, 1.0)
-    assert provider.calls == ["sim-gpt-4o-mini"]
+    assert provider.called == ["sim-gpt-4o-mini"]
     assert reply.error is not None and reply.error.code is ErrorCode.BAD_REQUEST
 
 
 def test_cost_uses_catalog_override_and_litellm_map() -> None:
     assert call_cost(CATALOG.models["sim-llama"], 10_000, 10_000) == 0.0
     assert call_cost(CATALOG.models["gpt-4o"], 1_000_000, 1_000_000) == pytest.approx(2.5 + 10.0)
+
+
+async def test_the_mock_provider_streams_its_answer_and_records_every_call() -> None:
+    seen: list[str] = []
+
+    async def sink(delta: str) -> None:
+        seen.append(delta)
+
+    provider = MockProvider(lambda call: ProviderResponse(f"hi {call.request.request_id}", 3, 2))
+    spec = CATALOG.models["sim-gpt-4o-mini"].deployments[0]
+    streamed = await provider.complete(spec, request(), timeout_s=2.0, on_delta=sink)
+    plain = await provider.complete(spec, request(), timeout_s=3.0)
+    assert seen == ["hi r1"] and streamed.streamed_chunks == 1 and plain.streamed_chunks == 0
+    assert [(c.spec.name, c.timeout_s, c.streamed) for c in provider.calls] == [
+        (spec.name, 2.0, True), (spec.name, 3.0, False)]

@@ -1,0 +1,140 @@
+"""The provider seam: what the call stage sends a provider and what comes back (no vendor imports).
+
+One call to one deployment: `ProviderClient.complete()` returns a `ProviderResponse` or raises a
+`ProviderError` whose `code` is one of ours, never a vendor's exception. `LiteLLMProvider`
+(`transport/llm.py`) is the implementation; `MockProvider` is the shipped test double, built from
+a function the way httpx's `MockTransport` is.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from pipeline.catalog.resilience import Deployment
+from pipeline.contracts import CompletionRequest, ErrorCode, ToolCall
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderResponse:
+    content: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None = None
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    tool_calls: tuple[ToolCall, ...] = ()
+    embeddings: tuple[tuple[float, ...], ...] | None = None
+    streamed_chunks: int = 0  # deltas handed to the caller's sink (streaming only)
+    ttft_ms: float = 0.0  # time to the first delta (streaming only)
+    tokens_estimated: bool = False  # counted from the text with LiteLLM's tokenizer: the provider sent none
+    skipped_events: int = 0  # undecodable stream events dropped (streaming only)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """Our own time limits on a stream, on top of the HTTP client's (which only bounds each read)."""
+
+    first_token_timeout_s: float
+    idle_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PartialUsage:
+    """What a broken stream generated before it broke: the provider bills these tokens."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool  # counted with LiteLLM's tokenizer: the provider's usage never came
+
+
+#: Receives each text delta of a streamed answer, in order; returns once it is safely handed on.
+DeltaSink = Callable[[str], Awaitable[None]]
+
+
+class ProviderError(Exception):
+    """A failed provider call, classified. `message` never contains a secret.
+
+    `after_output`: the stream broke after deltas were handed on: the caller has seen part of
+    an answer, so whatever follows must start a new stream. `partial`: the tokens such a stream
+    generated (billed by the provider although the answer is unusable)."""
+
+    def __init__(
+        self, code: ErrorCode, message: str, *, status: int | None = None, retry_after_s: float | None = None,
+        after_output: bool = False, partial: PartialUsage | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after_s = retry_after_s
+        self.after_output = after_output
+        self.partial = partial
+
+
+class ProviderClient(Protocol):
+    async def complete(
+        self, spec: Deployment, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None,
+        stream_limits: StreamLimits | None = None,
+    ) -> ProviderResponse:
+        """Call `spec` once. Raises ProviderError; never retries on its own. With `on_delta` (a
+        streaming request) the answer's text deltas go to it as they arrive, within `stream_limits`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MockCall:
+    """What a `MockProvider` was asked: the deployment, the request, the attempt's time limit."""
+
+    spec: Deployment
+    request: CompletionRequest
+    timeout_s: float
+    streamed: bool
+
+
+#: Decides one call: returns the response or raises a ProviderError (may be async).
+MockHandler = Callable[[MockCall], "ProviderResponse | Awaitable[ProviderResponse]"]
+
+
+@dataclass
+class MockProvider:
+    """A provider built from a function: `MockProvider(lambda call: ProviderResponse("hi", 5, 2))`.
+
+    Every call is recorded in `calls`. For a streamed request the answer's content goes to the
+    sink as one delta (a handler that wants to stream several deltas, or to break part way, can
+    read `call.streamed` and raise `ProviderError(..., after_output=True)` itself)."""
+
+    handler: MockHandler
+    calls: list[MockCall] = field(default_factory=list)
+
+    @classmethod
+    def scripted(cls, script: dict[str, list[ProviderResponse | ProviderError]]) -> MockProvider:
+        """Per deployment name, outcomes used in turn (the last one repeats)."""
+        def answer(call: MockCall) -> ProviderResponse:
+            outcomes = script[call.spec.name]
+            outcome = outcomes.pop(0) if len(outcomes) > 1 else outcomes[0]
+            if isinstance(outcome, ProviderError):
+                raise outcome
+            return outcome
+
+        return cls(answer)
+
+    @property
+    def called(self) -> list[str]:
+        """The deployment names called, in order."""
+        return [c.spec.name for c in self.calls]
+
+    async def complete(
+        self, spec: Deployment, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None,
+        stream_limits: StreamLimits | None = None,
+    ) -> ProviderResponse:
+        call = MockCall(spec, request, timeout_s, on_delta is not None)
+        self.calls.append(call)
+        result = self.handler(call)
+        response = await result if inspect.isawaitable(result) else result
+        if on_delta is not None and response.content:
+            await on_delta(response.content)
+            response = replace(response, streamed_chunks=1)
+        return response
