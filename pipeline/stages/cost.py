@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import TYPE_CHECKING
+
+from pipeline.transport.model_info import token_prices
 
 if TYPE_CHECKING:
     from pipeline.catalog.models import ModelSpec
 
 
-@lru_cache(maxsize=512)
-def _litellm_prices(litellm_model: str) -> tuple[float, float] | None:
-    """(input, output) USD per token from LiteLLM's bundled map, or None when unmapped."""
-    import litellm
-
-    try:
-        info = litellm.get_model_info(litellm_model)
-    except Exception:  # LiteLLM raises several types for "not mapped"
-        return None
-    inp, out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
-    if inp is None or out is None:
-        return None
-    return float(inp), float(out)
-
-
 def has_known_price(litellm_model: str) -> bool:
-    return _litellm_prices(litellm_model) is not None
+    return token_prices(litellm_model) is not None
 
 
 def per_token_prices(spec: ModelSpec, litellm_model: str | None = None) -> tuple[float, float]:
@@ -33,7 +19,7 @@ def per_token_prices(spec: ModelSpec, litellm_model: str | None = None) -> tuple
     deployment's model string (deployments of one model may be priced differently)."""
     if spec.price is not None:
         return spec.price.input_per_mtok / 1e6, spec.price.output_per_mtok / 1e6
-    prices = _litellm_prices(litellm_model or spec.litellm_model)
+    prices = token_prices(litellm_model or spec.litellm_model)
     if prices is None:  # the catalog loader refuses such models; keep the call path total anyway
         return 0.0, 0.0
     return prices

@@ -15,6 +15,7 @@ from pipeline.catalog import Catalog, ModelSpec
 from pipeline.catalog.routing import CostPreference, Route
 from pipeline.contracts import CompletionRequest, ErrorCode, RequestKind, SkipReason
 from pipeline.stages.cost import per_token_prices
+from pipeline.transport.model_info import count_message_tokens, count_text_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,19 +64,9 @@ def required_capabilities(request: CompletionRequest) -> frozenset[str]:
 
 def count_prompt_tokens(spec: ModelSpec, request: CompletionRequest) -> int:
     """LiteLLM's tokenizer for this model (bundled, no network)."""
-    import litellm
-
     if request.kind is RequestKind.EMBEDDING:
-        texts = request.input or []
-        try:
-            return sum(int(litellm.token_counter(model=spec.litellm_model, text=t)) for t in texts)
-        except Exception:
-            return sum(len(t) for t in texts) // 4 + len(texts)
-    messages = [m.model_dump(exclude_none=True) for m in request.messages or ()]
-    try:
-        return int(litellm.token_counter(model=spec.litellm_model, messages=messages))
-    except Exception:  # an exotic message shape must not make routing fail: estimate by characters
-        return sum(len(str(m.get("content") or "")) for m in messages) // 4 + 4 * len(messages)
+        return count_text_tokens(spec.litellm_model, list(request.input or []))
+    return count_message_tokens(spec.litellm_model, [m.model_dump(exclude_none=True) for m in request.messages or ()])
 
 
 def estimate(spec: ModelSpec, request: CompletionRequest, default_completion_tokens: int) -> Candidate:

@@ -26,6 +26,7 @@ from pipeline.catalog.resilience import Deployment
 from pipeline.contracts import ErrorCode
 from pipeline.observability.metrics import STREAM_EVENTS_SKIPPED
 from pipeline.transport.llm import classify, parse_response
+from pipeline.transport.model_info import count_message_tokens, count_text_tokens
 from pipeline.transport.provider import DeltaSink, PartialUsage, ProviderError, ProviderResponse, StreamLimits
 from pipeline.transport.stream_filter import counting
 
@@ -73,14 +74,8 @@ def partial_usage(progress: _Progress, model: str, messages: list[dict[str, Any]
     usage = progress.usage
     if usage is not None:
         return PartialUsage(int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0), estimated=False)
-    import litellm
-
-    try:
-        prompt = litellm.token_counter(model=model, messages=messages)
-        completion = litellm.token_counter(model=model, text="".join(progress.texts)) if progress.texts else 0
-    except Exception:  # a tokenizer that cannot load must not turn a provider error into a crash
-        return PartialUsage(0, 0, estimated=True)
-    return PartialUsage(int(prompt), int(completion), estimated=True)
+    completion = count_text_tokens(model, ["".join(progress.texts)]) if progress.texts else 0
+    return PartialUsage(count_message_tokens(model, messages), completion, estimated=True)
 
 
 async def _close(stream: Any) -> None:
