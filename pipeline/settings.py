@@ -96,7 +96,6 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: str = Field("json", description="json (one object per line) or text.")
-    log_prompts: bool = Field(False, description="Debug only: include prompt text in logs.")
     tracing: bool = Field(False, description="OpenTelemetry spans (needs the `tracing` extra).")
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="Worker event loop; auto = uvloop when installed (less CPU per request)."

@@ -22,7 +22,7 @@ TOKENS = Counter("llm_tokens", "Tokens used, by model, tenant and kind (prompt, 
                  ["model", "tenant", "kind"])
 COST = Counter("llm_cost_usd", "Provider cost in USD, by model and tenant.", ["model", "tenant"])
 BUDGET_REMAINING = Gauge("llm_budget_remaining_usd", "Remaining budget (limit minus spent and reserved).",
-                         ["budget", "window"])
+                         ["budget", "period"])
 IN_FLIGHT = Gauge("llm_in_flight_requests", "Requests being processed by this worker.")
 CONSUMER_LAG = Gauge("llm_consumer_lag", "Records behind the end of each assigned partition.",
                      ["group", "topic", "partition"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -43,7 +43,6 @@ FaultKind = Literal[
 ]
 #: Faults that shape a streamed 200 reply (see above).
 STREAM_FAULTS = frozenset({"stream_stall", "slow_first_token", "stream_malformed_chunk", "stream_no_done"})
-FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
 
 class FaultRule(BaseModel):

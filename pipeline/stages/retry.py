@@ -63,5 +63,5 @@ def decide(error: ProviderError, retries_so_far: int, policy: Resilience, rng: r
     if retries_so_far >= rule.retries:
         return Decision(Action.FALLBACK)
     if code is ErrorCode.RATE_LIMITED and error.retry_after_s is not None:
-        return Decision(Action.RETRY, min(error.retry_after_s, max(rule.max_delay_s, error.retry_after_s)))
+        return Decision(Action.RETRY, error.retry_after_s)  # the provider's word beats our backoff cap
     return Decision(Action.RETRY, backoff_delay(retries_so_far + 1, rule.base_delay_s, rule.max_delay_s, rng))

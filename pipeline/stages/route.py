@@ -40,7 +40,6 @@ class RoutePlan:
 
     candidates: tuple[Candidate, ...]
     skipped: tuple[Skipped, ...] = ()
-    ceiling_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +127,7 @@ def plan_route(
             continue
         eligible.append(candidate)
     if eligible:
-        return RoutePlan(tuple(_order(eligible, route.cost_preference)), tuple(skipped), ceiling)
+        return RoutePlan(tuple(_order(eligible, route.cost_preference)), tuple(skipped))
     summary = "; ".join(f"{s.model}: {s.reason.value}" + (f" ({s.detail})" if s.detail else "") for s in skipped)
     if skipped and all(s.reason is SkipReason.OVER_COST_CEILING for s in skipped):
         return RouteRefusal(ErrorCode.BUDGET_EXCEEDED, f"request cost ceiling {ceiling} USD: {summary}", tuple(skipped))

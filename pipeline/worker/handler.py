@@ -97,8 +97,9 @@ class _RequestSpend:
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
         settled = await self._guard.settle(reservation, actual_usd, self._controls.alert_threshold)
         for line, used in settled.spent:
-            name, window = line.name, line.key.rsplit(":", 1)[-1]
-            metrics.BUDGET_REMAINING.labels(name, window).set((line.limit - used) / 1e6)
+            # Labelled by period (daily, monthly), not its date: one series per budget, not one a day.
+            period = line.key.rsplit(":", 2)[-2]
+            metrics.BUDGET_REMAINING.labels(line.name, period).set((line.limit - used) / 1e6)
         for alert in settled.alerts:
             await self._handler.publish_alert(alert)
 

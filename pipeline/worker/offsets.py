@@ -47,9 +47,6 @@ class PartitionOffsets:
     def in_flight(self) -> int:
         return len(self.unfinished)
 
-    def lowest_unfinished(self) -> int | None:
-        return self.pending[0] if self.pending else None
-
 
 class OffsetTracker(Generic[TP]):
     """Commit points for many partitions: `{tp: lowest unfinished offset}` (or last done + 1)."""

@@ -90,8 +90,6 @@ class UsageSink:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._lock = asyncio.Lock()
-        self.rows_written = 0
-        self.failed_inserts = 0
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -158,7 +156,6 @@ class UsageSink:
         try:
             await self._store.insert(rows, dedup_token=dedup_token(self._topic, records))
         except Exception as exc:  # ClickHouse down, locked, refusing: keep everything, try later
-            self.failed_inserts += 1
             metrics.USAGE_INSERT_FAILURES.inc()
             self._pause_all()
             self._retry_at = time.monotonic() + self._backoff_s
@@ -168,7 +165,6 @@ class UsageSink:
         failpoints.hit("sink_after_insert")
         await self._commit(records)
         self._pending = None
-        self.rows_written += len(rows)
         metrics.USAGE_ROWS.inc(len(rows))
         if self._retry_at:
             log.info("ClickHouse is back: usage inserts resumed")

@@ -56,7 +56,7 @@ async def test_metrics_move_when_requests_flow(settings, start_worker, sim) -> N
     assert delta("llm_provider_latency_seconds_count", model="sim-gpt-4o-mini") == 3
     assert delta("llm_request_duration_seconds_count", task_type="summarize") == 3
     assert delta("llm_dead_letters_total", reason="invalid_json") == 1
-    assert sample(after, "llm_budget_remaining_usd", budget="tenant metrics-co daily") > 0
+    assert sample(after, "llm_budget_remaining_usd", budget="tenant metrics-co daily", period="daily") > 0
     assert "llm_in_flight_requests" in after
 
     async def lag_reported() -> bool:
