@@ -15,11 +15,13 @@ from collections.abc import Sequence
 
 from pipeline.contracts import (
     CORRELATION_HEADER,
+    BudgetAlert,
     CompletionReply,
     DeadLetterHeader,
     ErrorCode,
     ReplyError,
     ReplyStatus,
+    UsageEvent,
 )
 from pipeline.observability import metrics, tracing
 from pipeline.settings import Settings
@@ -29,6 +31,10 @@ log = logging.getLogger(__name__)
 
 #: Room left under the record limit for headers (correlation id, trace context, DLQ headers).
 HEADER_ALLOWANCE = 16 * 1024
+
+
+def encode_usage(event: UsageEvent) -> bytes:
+    return event.model_dump_json().encode()
 
 
 def _where(record: SourceRecord) -> str:
@@ -42,6 +48,11 @@ class Outputs:
         self._settings = settings
         self._publisher = publisher
         self.value_limit = settings.record_limit_bytes - HEADER_ALLOWANCE
+
+    async def alert(self, alert: BudgetAlert, *, key: bytes) -> None:
+        """A budget alert to the alerts topic (once per budget window: the ledger sees to that)."""
+        await self._publisher.publish(self._settings.topic_alerts, alert.model_dump_json().encode(), key=key,
+                                      headers={})
 
     # -- building -----------------------------------------------------------------------
     def encode_reply(self, reply: CompletionReply) -> bytes:

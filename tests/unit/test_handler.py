@@ -42,7 +42,7 @@ REQUEST = {"request_id": "r1", "task_type": "summarize", "messages": [{"role": "
 async def test_success_publishes_usage_then_reply_with_key_and_correlation() -> None:
     publisher = MemoryPublisher()
     await RequestHandler(SETTINGS, lambda: CATALOG, answering(), publisher).handle(record(REQUEST))
-    assert [r[0] for r in publisher.records] == ["usage", "replies"]  # usage acknowledged before the reply
+    assert sorted(r[0] for r in publisher.records) == ["replies", "usage"]  # stored first, then both out
     (_, value, key, headers), = publisher.on("replies")
     assert key == b"k1" and headers["correlation_id"] == "r1"
     assert CompletionReply.model_validate_json(value).status == "ok"
@@ -169,3 +169,25 @@ async def test_give_up_on_unreadable_bytes_dead_letters_without_a_reply() -> Non
     publisher = MemoryPublisher()
     await RequestHandler(SETTINGS, lambda: CATALOG, answering(), publisher).give_up(record(b"\xff"), ValueError(), 3)
     assert [r[0] for r in publisher.records] == ["dlq"]
+
+
+class ChunkRefusingPublisher(MemoryPublisher):
+    """Fails every chunk event with an error that is not an outage (a bug in the path after the call)."""
+
+    async def publish(self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]) -> None:
+        if b'"type":"chunk"' in value:
+            raise RuntimeError("chunk encoder bug")
+        await super().publish(topic, value, key=key, headers=headers)
+
+
+async def test_a_failure_after_the_provider_answered_is_dead_lettered_without_paying_again() -> None:
+    provider = answering()
+    publisher = ChunkRefusingPublisher()
+    await RequestHandler(SETTINGS, lambda: CATALOG, provider, publisher).handle(record({**REQUEST, "stream": True}))
+    assert len(provider.calls) == 1  # not poison_max_attempts calls: the answer was paid for once
+    (_, _, _, headers), = publisher.on("dlq")
+    assert headers["dlq_reason"] == "internal_error" and "chunk encoder bug" in headers["dlq_detail"]
+    (usage,) = [UsageEvent.model_validate_json(r[1]) for r in publisher.on("usage")]  # the call is recorded
+    assert usage.status == "ok"
+    (reply,) = [CompletionReply.model_validate_json(r[1]) for r in publisher.on("replies")]
+    assert reply.error is not None and reply.error.code == "internal_error"
