@@ -91,9 +91,12 @@ async def test_provider_reports_bad_request_and_sends_nothing(
     async def sink(delta: str) -> None:
         deltas.append(delta)
 
-    with pytest.raises(ProviderError) as info:
-        await provider.complete(deployment, request(messages), timeout_s=5, on_delta=sink if stream else None,
-                                stream_limits=StreamLimits(5, 5) if stream else None)
+    try:
+        with pytest.raises(ProviderError) as info:
+            await provider.complete(deployment, request(messages), timeout_s=5, on_delta=sink if stream else None,
+                                    stream_limits=StreamLimits(5, 5) if stream else None)
+    finally:
+        await provider.aclose()
     error = info.value
     assert error.code is ErrorCode.BAD_REQUEST, error.message
     assert error.message.startswith("request rejected by LiteLLM before sending"), error.message

@@ -275,6 +275,12 @@ class LiteLLMProvider:
             raise classify(exc, secrets) from None
         return parse_response(response, spec)
 
+    async def aclose(self) -> None:
+        """Close the streaming clients this provider opened (LiteLLM's own are LiteLLM's)."""
+        clients, self._stream_clients = list(self._stream_clients.values()), {}
+        for client in clients:
+            await client.close()
+
     def _stream_client(self, spec: Deployment, key: str | None) -> Any:
         """A client whose transport drops undecodable stream events (see stream_filter), for the
         wire formats whose LiteLLM path takes one; None leaves LiteLLM's own client."""
@@ -289,8 +295,7 @@ class LiteLLMProvider:
 
             from pipeline.transport.stream_filter import EventFilteringTransport
 
-            inner = AsyncHTTPHandler.create_async_transport() or httpx.AsyncHTTPTransport()
-            transport = EventFilteringTransport(inner)
+            transport = EventFilteringTransport(httpx.AsyncHTTPTransport())
             if provider == "openai":
                 import openai
 

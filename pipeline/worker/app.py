@@ -60,6 +60,7 @@ class Worker:
     live_catalog: LiveCatalog | None = None
     sink: UsageSink | None = None
     _owned_store: ClickHouseUsageStore | None = field(default=None, repr=False)
+    _owned_provider: LiteLLMProvider | None = field(default=None, repr=False)
     _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
     _lag_task: asyncio.Task[None] | None = field(default=None, repr=False)
     http: HealthServer | None = field(default=None, repr=False)
@@ -173,6 +174,8 @@ class Worker:
             await self.response_cache.close()
         if self._owned_store is not None:
             self._owned_store.close()
+        if self._owned_provider is not None:
+            await self._owned_provider.aclose()
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -218,6 +221,7 @@ def create_worker(
     ledger: BudgetLedger | None = None
     health: HealthState | None = None
     response_cache: ResponseCache | None = None
+    owned_provider: LiteLLMProvider | None = None
     if with_requests:
         processed = processed_store_from_settings(
             settings.redis_url,
@@ -231,8 +235,10 @@ def create_worker(
             settings.response_cache, settings.redis_url, namespace=settings.redis_namespace,
             max_entries=settings.response_cache_max_entries,
         )
+        if provider is None:
+            provider = owned_provider = LiteLLMProvider()
         handler = RequestHandler(
-            settings, current, provider or LiteLLMProvider(), publisher, processed, BudgetGuard(ledger),
+            settings, current, provider, publisher, processed, BudgetGuard(ledger),
             DeploymentPool(health),
             CachedAnswers(response_cache, settings.response_cache_ttl_s) if response_cache is not None else None,
         )
@@ -267,4 +273,4 @@ def create_worker(
 
     return Worker(settings=settings, broker=broker, store=store, intake=intake, processed=processed,
                   ledger=ledger, health=health, response_cache=response_cache, live_catalog=live, sink=sink,
-                  _owned_store=owned)
+                  _owned_store=owned, _owned_provider=owned_provider)
