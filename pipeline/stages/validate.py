@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -64,26 +66,69 @@ def _salvage(doc: Any) -> tuple[str | None, str | None, dict[str, Any]]:
     reply_to = doc.get("reply_to")
     metadata = doc.get("metadata")
     return (
-        rid if isinstance(rid, str) and 0 < len(rid) <= 256 else None,
+        rid if isinstance(rid, str) and 0 < len(rid) <= 256 and _utf8(rid) else None,
         reply_to if isinstance(reply_to, str) and topic_name_problem(reply_to) is None else None,
-        metadata if isinstance(metadata, dict) else {},
+        metadata if isinstance(metadata, dict) and _utf8(metadata) else {},
     )
+
+
+def _utf8(value: Any) -> bool:
+    """Whether UTF-8 can carry it (a lone surrogate cannot go into a header or a reply)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except (UnicodeEncodeError, RecursionError, ValueError):
+        return False
+    return True
+
+
+def _salvage_unparsable(raw: bytes) -> tuple[str | None, str | None]:
+    """request_id and reply_to of JSON we refuse to act on (an out-of-range number, a lone
+    surrogate elsewhere), so the caller still gets an error reply; None for bytes that are not JSON."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None, None
+    request_id, reply_to, _ = _salvage(doc)
+    return request_id, reply_to
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+#: An integer literal of 20+ digits may be beyond 64 bits, which orjson reads as a float.
+_LONG_INTEGER = re.compile(rb"(?<![\d.eE+\-])-?\d{20,}(?![\d.eE])")
+
+
 def parse_json(raw: bytes) -> Any:
-    """Any RFC 8259 document. orjson first (fast); the standard library for what orjson refuses
-    but JSON allows (integers beyond 64 bits), never NaN or Infinity. ValueError if not JSON."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as fast_error:
+    """Any RFC 8259 document whose strings UTF-8 can carry. orjson first (fast); the standard
+    library where orjson would lose what JSON allows (integers beyond 64 bits, read exactly).
+    Never NaN or Infinity, never a lone surrogate. ValueError if not acceptable."""
+    if not _LONG_INTEGER.search(raw):
         try:
-            return json.loads(raw, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
-            raise ValueError(str(fast_error)) from None
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as fast_error:
+            problem: Exception = fast_error
+    else:
+        problem = ValueError("not JSON")
+    try:
+        doc = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError):
+        raise ValueError(str(problem)) from None
+    try:
+        json.dumps(doc, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError("a string holds a lone surrogate escape, which UTF-8 cannot carry") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    return doc
 
 
 def _metadata_bytes(doc: Any) -> int:
@@ -92,10 +137,11 @@ def _metadata_bytes(doc: Any) -> int:
         return 0
     try:
         return len(orjson.dumps(metadata))
-    except TypeError:  # an integer beyond 64 bits
-        return len(json.dumps(metadata))
-    except orjson.JSONEncodeError:  # nested deeper than orjson encodes: the depth bound says so
-        return 0
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits, or deeper than orjson encodes
+        try:
+            return len(json.dumps(metadata))
+        except RecursionError:  # the depth bound refuses it
+            return 0
 
 
 def check_contract(doc: Any) -> CompletionRequest | str:
@@ -126,7 +172,9 @@ def validate_request(
     except ValueError as exc:
         if len(raw) > max_bytes:
             return Rejection(ErrorCode.TOO_LARGE, f"{len(raw)} bytes exceeds the limit of {max_bytes}", True)
-        return Rejection(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}", dead_letter=True)
+        request_id, reply_to = _salvage_unparsable(raw)
+        allowed = reply_to if reply_to and reply_topic_allowed(reply_to) else None
+        return Rejection(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}", True, request_id, allowed)
     request_id, reply_to, metadata = _salvage(doc)
     if len(raw) > max_bytes:
         return Rejection(

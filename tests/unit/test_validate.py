@@ -90,3 +90,27 @@ def test_too_large_is_dead_lettered_with_request_id() -> None:
 def test_too_large_and_not_json() -> None:
     result = check(b"{" * 2000, max_bytes=1000)
     assert isinstance(result, Rejection) and result.code is ErrorCode.TOO_LARGE
+
+
+def test_json_that_utf8_or_a_float_cannot_carry_is_refused_with_a_reply_when_the_id_can_be_read() -> None:
+    allow = lambda topic: True  # noqa: E731
+    def base(rid: str, content: str, extra: str) -> str:
+        return '{"request_id":' + rid + ',"task_type":"t","messages":[{"role":"user","content":' + content + "}]" \
+            + extra + "}"
+
+    big = validate_request(base('"r"', '"x"', ',"metadata":{"n":123456789012345678901234567890}').encode(),
+                           max_bytes=10**6, reply_topic_allowed=allow)
+    assert not isinstance(big, Rejection) and big.metadata == {"n": 123456789012345678901234567890}  # exact
+    for raw, request_id in ((base('"r"', '"x"', ',"metadata":{"n":1e400}'), "r"),
+                            (base('"r"', '"x\\ud800"', ""), "r"),
+                            (base('"x\\udc00"', '"x"', ""), None)):  # no header may carry that id
+        rejected = validate_request(raw.encode(), max_bytes=10**6, reply_topic_allowed=allow)
+        assert isinstance(rejected, Rejection) and rejected.code is ErrorCode.INVALID_JSON and rejected.dead_letter
+        assert rejected.request_id == request_id
+
+
+def test_metadata_nested_deeper_than_the_stdlib_recursion_limit_is_too_large() -> None:
+    deep = '{"a":' * 1010 + "1" + "}" * 1010
+    raw = '{"request_id":"r","task_type":"t","messages":[{"role":"user","content":"x"}],"metadata":' + deep + "}"
+    rejected = validate_request(raw.encode(), max_bytes=10**6, reply_topic_allowed=lambda topic: True)
+    assert isinstance(rejected, Rejection) and rejected.code is ErrorCode.TOO_LARGE and rejected.request_id == "r"
