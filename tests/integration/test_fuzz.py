@@ -809,7 +809,7 @@ async def check_provider_calls(cases: list[Case], sim: Any) -> None:
     calls = await sim.requests()
     chat = Counter(call["headers_subset"].get("x-pipeline-request-id") for call in calls if call["kind"] == "chat")
     embeddings = sum(1 for call in calls if call["kind"] != "chat")
-    valid_chat = {c.reply_rid for c in cases if c.call == "chat" and "stream" not in c.label}
+    valid_chat = {c.reply_rid for c in cases if c.call == "chat"}
     valid_embedding = {c.reply_rid for c in cases if c.call == "embedding"}
     rejected = {c.reply_rid or c.dlq_rid for c in cases if not c.call} - valid_chat - valid_embedding - {None}
     assert None not in chat, f"seed={SEED}: {chat[None]} chat calls without x-pipeline-request-id"
