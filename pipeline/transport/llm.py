@@ -67,15 +67,22 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     return _SECRETISH.sub("[redacted]", text)
 
 
+def _exception_chain(exc: BaseException, limit: int = 8) -> list[BaseException]:
+    chain = [exc]
+    while len(chain) < limit and (cause := chain[-1].__cause__ or chain[-1].__context__) is not None:
+        if any(cause is seen for seen in chain):
+            break
+        chain.append(cause)
+    return chain
+
+
 def provider_signal(exc: BaseException) -> ProviderSignal:
     """What the provider said, as far as a LiteLLM exception kept it.
 
     Where LiteLLM keeps it varies by provider and version: the OpenAI SDK's parsed `body` (on
     the exception or a cause), the raw response, or only the message text ("AnthropicException
     - {...}"), which `classify_signal` searches for an embedded body."""
-    chain: list[BaseException] = [exc]  # the exception and its causes: LiteLLM wraps the provider's error
-    while len(chain) < 6 and (cause := chain[-1].__cause__ or chain[-1].__context__) is not None:
-        chain.append(cause)
+    chain = _exception_chain(exc, limit=6)  # the exception and its causes: LiteLLM wraps the provider's error
     # LiteLLM's own status_code is its mapping (Anthropic's 529 becomes 500); a cause keeps the one sent.
     status = next((s for e in chain[1:] + chain[:1]
                    if isinstance(s := getattr(e, "status_code", None), int) and not isinstance(s, bool)), None)
@@ -114,15 +121,6 @@ _REQUEST_STEP = re.compile(r"^(async_)?transform_request$|^_?transform_messages$
 _REQUEST_MODULES = ("litellm.litellm_core_utils.prompt_templates.",)
 #: ... and the steps that handle a provider's answer (or its HTTP error).
 _RESPONSE_STEP = re.compile(r"transform_response|_handle_error|stream|chunk|^__a?(iter|next)__$")
-
-
-def _exception_chain(exc: BaseException, limit: int = 8) -> list[BaseException]:
-    chain = [exc]
-    while len(chain) < limit and (cause := chain[-1].__cause__ or chain[-1].__context__) is not None:
-        if any(cause is seen for seen in chain):
-            break
-        chain.append(cause)
-    return chain
 
 
 def _frame_phase(module: str, function: str) -> str | None:
