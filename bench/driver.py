@@ -91,7 +91,7 @@ async def proxy_sender(target: str) -> tuple[Send, Callable[[], Awaitable[None]]
 async def pipeline_sender(target: str) -> tuple[Send, Callable[[], Awaitable[None]]]:
     """Publish a CompletionRequest to Kafka and await its reply, through our own client."""
     from pipeline.client import PipelineClient
-    from pipeline.contracts import CompletionRequest
+    from pipeline.contracts.models import CompletionRequest
     from pipeline.settings import Settings
 
     settings = Settings(kafka_bootstrap_servers=target)

@@ -36,7 +36,7 @@ async def main(args: argparse.Namespace) -> None:
 
     from pipeline.catalog import load_catalog
     from pipeline.client import PipelineClient
-    from pipeline.contracts import CompletionRequest
+    from pipeline.contracts.models import CompletionRequest
     from pipeline.local.apache_kafka import ApacheKafka
     from pipeline.settings import Settings
     from pipeline.simulator import FaultRule, ProviderSimulator, SimulatorConfig

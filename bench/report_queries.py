@@ -10,7 +10,7 @@
    those fail too), otherwise it is a separate one-attempt request (2% fail). 50 tenants
    (skewed), 5 task types, 6 models on 4 providers, ~60 days of timestamps
    (2026-01-15 .. 2026-03-16), costs from per-token prices, log-spread latencies.
-2. Runs each report of `pipeline.reports.REPORTS` (plus the exact latency variant) three times
+2. Runs each report of `pipeline.analytics.reports.REPORTS` (plus the exact latency variant) three times
    with now = 2026-03-16 00:00 UTC and prints the best time of each.
 
 The scratch chDB directory (default: a temporary one, removed afterwards) must not be in use by
@@ -102,8 +102,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="scratch chDB directory (default: a temp dir)")
     args = parser.parse_args()
 
+    from pipeline.analytics.reports import REPORTS, ReportOptions, latency_by_model
     from pipeline.catalog import load_catalog
-    from pipeline.reports import REPORTS, ReportOptions, latency_by_model
     from pipeline.transport.clickhouse import USAGE_COLUMNS, ClickHouseUsageStore
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="bench-reports-"))

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 async def main(args: argparse.Namespace) -> None:
     from aiokafka import AIOKafkaProducer
 
-    from pipeline.contracts import UsageEvent
+    from pipeline.contracts.models import UsageEvent
     from pipeline.local.apache_kafka import ApacheKafka
     from pipeline.settings import Settings
     from pipeline.transport.kafka import ensure_topics

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from pipeline.catalog import Catalog, load_catalog
-from pipeline.contracts import AttemptOutcome, CompletionRequest, ErrorCode
+from pipeline.contracts.models import AttemptOutcome, CompletionRequest, ErrorCode
 from pipeline.simulator import FaultRule, SimulatorClient
 from pipeline.stages.call import CallContext, call_with_fallback
 from pipeline.stages.deployments import DeploymentPool

@@ -16,7 +16,7 @@ import litellm
 import pytest
 from litellm.exceptions import MidStreamFallbackError
 
-from pipeline.contracts import ErrorCode
+from pipeline.contracts.models import ErrorCode
 from pipeline.simulator import (
     FaultBook,
     FaultRule,

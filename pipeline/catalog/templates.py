@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.catalog.errors import ConfigError
 from pipeline.catalog.yaml_loader import load_yaml_mapping
-from pipeline.contracts import ResponseFormat
+from pipeline.contracts.models import ResponseFormat
 
 #: A value a variable may take (and a default may have): inserted with str(), booleans as true/false.
 VariableValue = str | bool | int | float

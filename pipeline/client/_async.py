@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from pipeline.contracts import (
+from pipeline.contracts.models import (
     CORRELATION_HEADER,
     ChatMessage,
     CompletionChunk,

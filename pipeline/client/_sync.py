@@ -12,7 +12,7 @@ from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 from pipeline.client._async import PipelineClient, ProcessResult, StreamRestart
-from pipeline.contracts import CompletionChunk, CompletionReply, CompletionRequest
+from pipeline.contracts.models import CompletionChunk, CompletionReply, CompletionRequest
 from pipeline.settings import Settings
 
 T = TypeVar("T")

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.contracts import CompletionRequest, RequestKind
+from pipeline.contracts.models import CompletionRequest, RequestKind
 
 KEY_VERSION = 1
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from pipeline.catalog import ModelSpec
 from pipeline.catalog.resilience import Deployment
-from pipeline.contracts import CompletionRequest, ErrorCode, SkipReason
+from pipeline.contracts.models import CompletionRequest, ErrorCode, SkipReason
 from pipeline.observability import tracing
 from pipeline.stages.budget import BudgetRefusal, Reservation
 from pipeline.stages.cost import call_cost

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pipeline.catalog import ModelSpec
 from pipeline.catalog.resilience import Deployment, Resilience
-from pipeline.contracts import SkipReason
+from pipeline.contracts.models import SkipReason
 from pipeline.stages.balance import order_deployments
 from pipeline.stages.retry import DEPLOYMENT_FAULTS
 from pipeline.state.health import HealthState

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.contracts import (
+from pipeline.contracts.models import (
     Attempt,
     AttemptOutcome,
     CompletionReply,

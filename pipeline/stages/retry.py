@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from pipeline.catalog.resilience import ContentPolicyAction, Resilience
-from pipeline.contracts import ErrorCode
+from pipeline.contracts.models import ErrorCode
 from pipeline.transport.provider import ProviderError
 
 #: Failures that say something about the deployment (and count towards its cooldown), as

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pipeline.catalog import Catalog, ModelSpec
 from pipeline.catalog.routing import CostPreference, Route
-from pipeline.contracts import CompletionRequest, ErrorCode, RequestKind, SkipReason
+from pipeline.contracts.models import CompletionRequest, ErrorCode, RequestKind, SkipReason
 from pipeline.stages.cost import per_token_prices
 from pipeline.transport.model_info import count_message_tokens, count_text_tokens
 

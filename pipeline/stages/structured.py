@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.contracts import ResponseFormat
+from pipeline.contracts.models import ResponseFormat
 
 
 @dataclass(frozen=True, slots=True)

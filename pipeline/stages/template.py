@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.catalog.templates import PromptTemplate
-from pipeline.contracts import ChatMessage, CompletionRequest, ErrorCode
+from pipeline.contracts.models import ChatMessage, CompletionRequest, ErrorCode
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from pipeline.contracts import CompletionRequest, ErrorCode
-from pipeline.schema_export import event_schema
-from pipeline.wire_rules import bounds_problem, is_rfc3339, topic_name_problem
+from pipeline.contracts.models import CompletionRequest, ErrorCode
+from pipeline.contracts.schema_export import event_schema
+from pipeline.contracts.wire_rules import bounds_problem, is_rfc3339, topic_name_problem
 
 
 @dataclass(frozen=True, slots=True)

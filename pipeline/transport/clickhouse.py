@@ -18,7 +18,7 @@ from decimal import Decimal
 from importlib import resources
 from typing import Any, Protocol
 
-from pipeline.contracts import UsageEvent
+from pipeline.contracts.models import UsageEvent
 from pipeline.settings import Settings
 from pipeline.transport.embedded_engine import capture_native_stderr, held_by_another_process, pass_on
 

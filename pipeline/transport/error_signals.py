@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from pipeline.contracts import ErrorCode
+from pipeline.contracts.models import ErrorCode
 
 #: Error `code` / `type` / `status` values, lower-cased, -> our class. Most specific providers'
 #: words; generic ones (invalid_request_error, api_error) stand lower, in `_GENERIC_TOKENS`.

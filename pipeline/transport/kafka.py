@@ -25,7 +25,7 @@ from aiokafka.errors import (
 from faststream.kafka import KafkaBroker
 
 from pipeline.settings import Settings
-from pipeline.worker.records import PublishRefused
+from pipeline.transport.records import PublishRefused
 
 log = logging.getLogger(__name__)
 

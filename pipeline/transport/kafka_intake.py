@@ -33,8 +33,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from pipeline.worker.offsets import OffsetTracker
-from pipeline.worker.records import SourceRecord
+from pipeline.transport.offsets import OffsetTracker
+from pipeline.transport.records import SourceRecord
 
 log = logging.getLogger(__name__)
 

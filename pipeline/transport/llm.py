@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from pipeline.catalog.resilience import Deployment
-from pipeline.contracts import (
+from pipeline.contracts.models import (
     CompletionRequest,
     ErrorCode,
     RequestKind,

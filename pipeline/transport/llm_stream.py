@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from pipeline.catalog.resilience import Deployment
-from pipeline.contracts import ErrorCode
+from pipeline.contracts.models import ErrorCode
 from pipeline.observability.metrics import STREAM_EVENTS_SKIPPED
 from pipeline.transport.llm import classify, parse_response
 from pipeline.transport.model_info import count_message_tokens, count_text_tokens

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from pipeline.catalog.resilience import Deployment
-from pipeline.contracts import CompletionRequest, ErrorCode, ToolCall
+from pipeline.contracts.models import CompletionRequest, ErrorCode, ToolCall
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.contracts import CompletionRequest, ToolCall
+from pipeline.contracts.models import CompletionRequest, ToolCall
 from pipeline.stages.cache import cache_key, cacheable
 from pipeline.state.response_cache import ResponseCache
 from pipeline.transport.provider import ProviderResponse

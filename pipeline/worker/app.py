@@ -12,6 +12,7 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 
+from pipeline.analytics.spend_restore import restore_spend
 from pipeline.catalog import Catalog
 from pipeline.catalog.live import LiveCatalog
 from pipeline.observability import metrics, tracing
@@ -36,10 +37,9 @@ from pipeline.transport.kafka import (
 from pipeline.transport.kafka_intake import ConcurrentIntake, FailurePolicy, IntakeLimits
 from pipeline.transport.llm import LiteLLMProvider
 from pipeline.transport.provider import ProviderClient
+from pipeline.transport.records import PublishRefused
 from pipeline.worker.answer_cache import CachedAnswers
 from pipeline.worker.handler import RequestHandler
-from pipeline.worker.records import PublishRefused
-from pipeline.worker.spend_restore import restore_spend
 from pipeline.worker.usage_sink import UsageSink
 
 log = logging.getLogger(__name__)

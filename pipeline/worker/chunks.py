@@ -16,9 +16,9 @@ import asyncio
 import contextlib
 import uuid
 
-from pipeline.contracts import CORRELATION_HEADER, CompletionChunk
+from pipeline.contracts.models import CORRELATION_HEADER, CompletionChunk
 from pipeline.observability import tracing
-from pipeline.worker.records import Publisher
+from pipeline.transport.records import Publisher
 
 
 class ChunkPublisher:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 
 from pipeline.catalog import Catalog
-from pipeline.contracts import CompletionRequest, ErrorCode
+from pipeline.contracts.models import CompletionRequest, ErrorCode
 from pipeline.observability import metrics, tracing
 from pipeline.settings import Settings
 from pipeline.stages.budget import BudgetGuard
@@ -35,10 +35,10 @@ from pipeline.stages.validate import Rejection, validate_request
 from pipeline.state import ProcessedStore
 from pipeline.state.processed import InProcessStore
 from pipeline.transport.provider import ProviderClient
+from pipeline.transport.records import Publisher, SourceRecord
 from pipeline.worker.idempotency import IdempotencyGuard
 from pipeline.worker.outcome import StoredOutcome, source_of
 from pipeline.worker.outputs import Outputs, encode_usage
-from pipeline.worker.records import Publisher, SourceRecord
 from pipeline.worker.serve import FailedAfterCalls, Served, StagePipeline
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,11 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
-from pipeline.contracts import CompletionRequest
+from pipeline.contracts.models import CompletionRequest
 from pipeline.state import ProcessedStore
+from pipeline.transport.records import SourceRecord
 from pipeline.worker.outcome import StoredOutcome, source_of
 from pipeline.worker.outputs import Outputs
-from pipeline.worker.records import SourceRecord
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from pipeline.contracts import (
+from pipeline.contracts.models import (
     CORRELATION_HEADER,
     BudgetAlert,
     CompletionReply,
@@ -25,7 +25,7 @@ from pipeline.contracts import (
 )
 from pipeline.observability import metrics, tracing
 from pipeline.settings import Settings
-from pipeline.worker.records import Publisher, PublishRefused, SourceRecord, dead_letter_headers, record_size
+from pipeline.transport.records import Publisher, PublishRefused, SourceRecord, dead_letter_headers, record_size
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 
 from pipeline.catalog import Catalog
-from pipeline.contracts import BudgetAlert, CompletionReply, CompletionRequest, ErrorCode, SkipReason, UsageEvent
+from pipeline.contracts.models import BudgetAlert, CompletionReply, CompletionRequest, ErrorCode, SkipReason, UsageEvent
 from pipeline.observability import metrics
 from pipeline.settings import Settings
 from pipeline.stages.budget import BudgetAlert as BudgetAlertCrossing
@@ -26,9 +26,9 @@ from pipeline.stages.reply import build_reply, error_reply, routing_info, usage_
 from pipeline.stages.route import Candidate, RoutePlan, RouteRefusal, plan_route
 from pipeline.stages.template import TemplateRefusal, apply_template
 from pipeline.transport.provider import ProviderClient
+from pipeline.transport.records import Publisher, SourceRecord
 from pipeline.worker.chunks import ChunkPublisher
 from pipeline.worker.outputs import Outputs, encode_usage
-from pipeline.worker.records import Publisher, SourceRecord
 
 log = logging.getLogger(__name__)
 

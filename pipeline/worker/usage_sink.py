@@ -26,10 +26,10 @@ from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from pipeline import failpoints
-from pipeline.contracts import UsageEvent
+from pipeline.contracts.models import UsageEvent
 from pipeline.observability import metrics
 from pipeline.transport.clickhouse import StoredUsage, UsageStore
-from pipeline.worker.records import Publisher, SourceRecord, dead_letter_headers
+from pipeline.transport.records import Publisher, SourceRecord, dead_letter_headers
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.cli.main import app
 from tests.integration.kafka_helpers import encode, eventually, produce, request_doc
 
 pytestmark = pytest.mark.kafka

@@ -19,7 +19,7 @@ from pipeline.client import (
     ReplyTimeout,
     SyncPipelineClient,
 )
-from pipeline.contracts import CompletionChunk, CompletionReply, ReplyStatus
+from pipeline.contracts.models import CompletionChunk, CompletionReply, ReplyStatus
 from tests.integration.kafka_helpers import encode, eventually, produce
 
 pytestmark = pytest.mark.kafka

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-from pipeline.contracts import CompletionReply, ErrorCode
+from pipeline.contracts.models import CompletionReply, ErrorCode
 from pipeline.transport.kafka import build_consumer, ensure_topics
 from pipeline.transport.kafka_intake import ConcurrentIntake, IntakeLimits
 from pipeline.transport.llm import LiteLLMProvider

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from pipeline.contracts import CompletionReply, ErrorCode
+from pipeline.contracts.models import CompletionReply, ErrorCode
 from tests.integration.kafka_helpers import (
     encode,
     eventually,

@@ -41,7 +41,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from pipeline.contracts import CompletionChunk, CompletionReply, DeadLetterHeader
+from pipeline.contracts.models import CompletionChunk, CompletionReply, DeadLetterHeader
 from pipeline.transport.kafka import ensure_topics, topic_partitions
 from tests.integration.kafka_helpers import eventually, header, request_doc
 

@@ -17,7 +17,7 @@ import pytest
 from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
-from pipeline.contracts import CompletionReply, ErrorCode
+from pipeline.contracts.models import CompletionReply, ErrorCode
 from pipeline.transport.kafka import build_consumer, ensure_topics
 from pipeline.transport.kafka_intake import ConcurrentIntake, FailurePolicy, IntakeLimits
 from tests.integration.kafka_helpers import (

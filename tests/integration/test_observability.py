@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from pipeline.client import PipelineClient
-from pipeline.contracts import CompletionRequest
+from pipeline.contracts.models import CompletionRequest
 from tests.integration.kafka_helpers import eventually
 
 pytestmark = pytest.mark.kafka
@@ -108,7 +108,7 @@ async def test_readiness_flips_when_the_broker_goes_away(settings, sim, tmp_path
 
 
 def test_json_log_lines_carry_request_context_and_no_prompt(capsys) -> None:
-    from pipeline.logs import configure_logging
+    from pipeline.observability.logs import configure_logging
 
     configure_logging("INFO", "json")
     logging.getLogger("pipeline.worker.handler").info(

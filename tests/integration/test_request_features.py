@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from pipeline.contracts import CompletionChunk, CompletionReply, ErrorCode
+from pipeline.contracts.models import CompletionChunk, CompletionReply, ErrorCode
 from tests.integration.kafka_helpers import (
     encode,
     eventually,

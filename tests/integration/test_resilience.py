@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.catalog import load_catalog
 from pipeline.client import PipelineClient
-from pipeline.contracts import CompletionRequest, ErrorCode, SkipReason
+from pipeline.contracts.models import CompletionRequest, ErrorCode, SkipReason
 
 pytestmark = pytest.mark.kafka
 

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.catalog import load_catalog
 from pipeline.client import PipelineClient
-from pipeline.contracts import CompletionRequest, ErrorCode, SkipReason
+from pipeline.contracts.models import CompletionRequest, ErrorCode, SkipReason
 from tests.integration.kafka_helpers import eventually
 
 pytestmark = pytest.mark.kafka
@@ -187,7 +187,7 @@ async def test_two_worker_processes_sharing_redis_respect_one_budget(settings, s
     """Each worker alone would allow the whole budget; through Redis they share it."""
     import signal
 
-    from pipeline.contracts import CompletionReply
+    from pipeline.contracts.models import CompletionReply
     from pipeline.transport.kafka import ensure_topics
     from tests.integration.kafka_helpers import encode, produce, request_doc
     from tests.integration.test_crash_rebalance import (

@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from pipeline.catalog import load_catalog
 from pipeline.client import PipelineClient, StreamRestart
-from pipeline.contracts import CompletionChunk, CompletionReply, CompletionRequest, ErrorCode
+from pipeline.contracts.models import CompletionChunk, CompletionReply, CompletionRequest, ErrorCode
 from tests.integration.kafka_helpers import eventually
 
 pytestmark = pytest.mark.kafka

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.contracts import UsageEvent
+from pipeline.contracts.models import UsageEvent
 from pipeline.transport.clickhouse import ClickHouseUsageStore
 from pipeline.transport.kafka import ensure_topics
 from tests.integration.kafka_helpers import eventually, produce, read_topic

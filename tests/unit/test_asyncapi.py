@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from pipeline.asyncapi import (
+from pipeline.contracts.asyncapi import (
     asyncapi_drifted,
     build_asyncapi,
     docs_server,
     render_asyncapi,
     write_asyncapi,
 )
-from pipeline.contracts import CORRELATION_HEADER, DeadLetterHeader
+from pipeline.contracts.models import CORRELATION_HEADER, DeadLetterHeader
 from pipeline.settings import Settings
 
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.contracts import CompletionRequest
+from pipeline.contracts.models import CompletionRequest
 from pipeline.stages.cache import cache_key, cacheable
 
 MODEL = "sim-small"

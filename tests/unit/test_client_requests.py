@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.client import PipelineClient, ProcessResult
-from pipeline.contracts import CompletionReply, CompletionRequest, ReplyStatus, Usage
+from pipeline.contracts.models import CompletionReply, CompletionRequest, ReplyStatus, Usage
 from pipeline.settings import Settings
 
 SETTINGS = Settings(kafka_bootstrap_servers="127.0.0.1:1", topic_replies="llm.replies")

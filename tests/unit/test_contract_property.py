@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator, FormatChecker
 
-from pipeline.contracts import ErrorCode
+from pipeline.contracts.models import ErrorCode
+from pipeline.contracts.wire_rules import is_rfc3339
 from pipeline.stages.validate import Rejection, validate_request
-from pipeline.wire_rules import is_rfc3339
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "completion_request.schema.json").read_text())
 _checker = FormatChecker(formats=())

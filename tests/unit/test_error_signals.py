@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.catalog import ModelSpec
 from pipeline.catalog.resilience import Deployment, Resilience
-from pipeline.contracts import ErrorCode, SkipReason
+from pipeline.contracts.models import ErrorCode, SkipReason
 from pipeline.stages.deployments import DeploymentPool, Unavailable
 from pipeline.stages.retry import Action, decide
 from pipeline.state.health import InProcessHealth

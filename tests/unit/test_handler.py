@@ -8,13 +8,13 @@ import orjson
 import pytest
 
 from pipeline.catalog import load_catalog
-from pipeline.contracts import CompletionReply, UsageEvent
+from pipeline.contracts.models import CompletionReply, UsageEvent
 from pipeline.settings import Settings
 from pipeline.state.processed import InProcessStore
 from pipeline.transport.provider import MockCall, MockProvider, ProviderResponse
+from pipeline.transport.records import MemoryPublisher, SourceRecord
 from pipeline.worker.handler import RequestHandler
 from pipeline.worker.outcome import StoredOutcome
-from pipeline.worker.records import MemoryPublisher, SourceRecord
 
 CATALOG = load_catalog(Path(__file__).resolve().parents[2] / "config")
 SETTINGS = Settings(topic_replies="replies", topic_usage="usage", topic_dlq="dlq")

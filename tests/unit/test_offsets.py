@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from pipeline.worker.offsets import OffsetTracker
+from pipeline.transport.offsets import OffsetTracker
 
 
 def test_commit_point_is_lowest_unfinished() -> None:

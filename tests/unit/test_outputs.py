@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import orjson
 
-from pipeline.contracts import CompletionReply, ErrorCode, ReplyStatus
+from pipeline.contracts.models import CompletionReply, ErrorCode, ReplyStatus
 from pipeline.settings import Settings
+from pipeline.transport.records import MemoryPublisher, SourceRecord
 from pipeline.worker.outputs import HEADER_ALLOWANCE, Outputs
-from pipeline.worker.records import MemoryPublisher, SourceRecord
 
 LIMIT = 64 * 1024
 SETTINGS = Settings(topic_replies="replies", topic_usage="usage", topic_dlq="dlq", max_message_bytes=16 * 1024,

@@ -21,7 +21,7 @@ import litellm
 import pytest
 
 from pipeline.catalog.resilience import Resilience
-from pipeline.contracts import CompletionRequest, ErrorCode
+from pipeline.contracts.models import CompletionRequest, ErrorCode
 from pipeline.simulator import FaultRule, ProviderSimulator, SimulatorConfig
 from pipeline.stages.retry import DEPLOYMENT_FAULTS, Action, decide
 from pipeline.transport.error_signals import ProviderSignal, classify_signal

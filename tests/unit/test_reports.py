@@ -31,10 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog.budgets import CostControls
-from pipeline.contracts import AttemptOutcome, ErrorCode, UsageEvent
-from pipeline.report_html import write_html
-from pipeline.reports import (
+from pipeline.analytics.report_html import write_html
+from pipeline.analytics.reports import (
     REPORTS,
     ReportOptions,
     budget_burn,
@@ -47,6 +45,8 @@ from pipeline.reports import (
     top_tenants,
     wasted_cost,
 )
+from pipeline.catalog.budgets import CostControls
+from pipeline.contracts.models import AttemptOutcome, ErrorCode, UsageEvent
 from pipeline.transport.clickhouse import ClickHouseUsageStore, StoredUsage
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
@@ -306,7 +306,7 @@ def test_rollups_count_a_redelivered_event_twice(store: ClickHouseUsageStore) ->
 
 
 def test_html_page_is_self_contained(store: ClickHouseUsageStore, tmp_path: Path) -> None:
-    from pipeline.report_html import charts_for
+    from pipeline.analytics.report_html import charts_for
 
     options = ReportOptions(days=30, now=NOW, limit=5, cost_controls=CONTROLS)
     tables = {name: report(store, options) for name, report in REPORTS.items()}
@@ -334,9 +334,9 @@ def _console():
 def test_run_report_default_all_unknown_and_html(store: ClickHouseUsageStore, tmp_path: Path) -> None:
     import json
 
+    from pipeline.analytics.report_cli import run_report
     from pipeline.catalog import Catalog
     from pipeline.catalog.routing import RoutingPolicy
-    from pipeline.report_cli import run_report
 
     catalog = Catalog(models={}, routing=RoutingPolicy(cost_controls=CONTROLS))
     console = _console()
@@ -365,7 +365,7 @@ def test_run_report_default_all_unknown_and_html(store: ClickHouseUsageStore, tm
 
 
 def test_docs_quote_every_query_verbatim() -> None:
-    from pipeline import reports
+    from pipeline.analytics import reports
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "analytics.md").read_text(encoding="utf-8")
     constants = [v for k, v in vars(reports).items() if k.isupper() and isinstance(v, str) and "{db}" in v]

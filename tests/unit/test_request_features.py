@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.catalog import load_catalog
-from pipeline.contracts import (
+from pipeline.contracts.models import (
     CompletionChunk,
     CompletionRequest,
     ErrorCode,
@@ -26,9 +26,9 @@ from pipeline.stages.route import RoutePlan, RouteRefusal, plan_route
 from pipeline.stages.structured import check_structured
 from pipeline.state.response_cache import InProcessResponseCache
 from pipeline.transport.provider import MockProvider, PartialUsage, ProviderError, ProviderResponse
+from pipeline.transport.records import MemoryPublisher
 from pipeline.worker.answer_cache import CachedAnswers, decode_answer, encode_answer
 from pipeline.worker.chunks import ChunkPublisher
-from pipeline.worker.records import MemoryPublisher
 
 CATALOG = load_catalog(Path(__file__).resolve().parents[2] / "config")
 SCHEMA = {"type": "object", "properties": {"sentiment": {"enum": ["positive", "negative"]}}, "required": ["sentiment"]}

@@ -12,7 +12,7 @@ from pipeline.catalog.resilience import (
     Resilience,
     RetryRule,
 )
-from pipeline.contracts import ErrorCode
+from pipeline.contracts.models import ErrorCode
 from pipeline.stages.balance import order_deployments
 from pipeline.stages.retry import Action, backoff_delay, decide
 from pipeline.transport.provider import ProviderError

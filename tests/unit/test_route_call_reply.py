@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.catalog import load_catalog
-from pipeline.contracts import AttemptOutcome, CompletionRequest, ErrorCode, ReplyStatus
+from pipeline.contracts.models import AttemptOutcome, CompletionRequest, ErrorCode, ReplyStatus
 from pipeline.stages.call import CallContext, call_with_fallback
 from pipeline.stages.cost import call_cost
 from pipeline.stages.reply import build_reply, usage_events

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.catalog import Catalog, load_catalog
 from pipeline.catalog.budgets import CostControls
-from pipeline.contracts import CompletionRequest, ErrorCode, SkipReason
+from pipeline.contracts.models import CompletionRequest, ErrorCode, SkipReason
 from pipeline.stages.budget import BudgetGuard, BudgetRefusal, Reservation, budget_lines
 from pipeline.stages.route import RoutePlan, RouteRefusal, plan_route
 from pipeline.state.budget import InProcessLedger

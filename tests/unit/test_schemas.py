@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from pipeline.schema_export import drifted_schemas, render_schemas
+from pipeline.contracts.schema_export import drifted_schemas, render_schemas
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 

@@ -19,7 +19,7 @@ from pipeline.catalog import (
 )
 from pipeline.catalog.live import LiveCatalog
 from pipeline.catalog.routing import RoutingPolicy
-from pipeline.contracts import ChatMessage, CompletionRequest, ErrorCode, ResponseFormat
+from pipeline.contracts.models import ChatMessage, CompletionRequest, ErrorCode, ResponseFormat
 from pipeline.stages.template import TemplateRefusal, apply_template
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"

@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from pipeline.contracts import CompletionRequest, ErrorCode
+from pipeline.contracts.models import CompletionRequest, ErrorCode
 from pipeline.settings import Settings
 from pipeline.stages.validate import Rejection, validate_request
 

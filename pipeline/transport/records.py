@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from pipeline.contracts import DeadLetterHeader
+from pipeline.contracts.models import DeadLetterHeader
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.contracts import PUBLIC_EVENTS, SCHEMA_VERSION
+from pipeline.contracts.models import PUBLIC_EVENTS, SCHEMA_VERSION
 
 
 def event_schema(name: str) -> dict[str, Any]:

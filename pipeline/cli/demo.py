@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from pipeline.contracts import ChatMessage, CompletionRequest
+from pipeline.contracts.models import ChatMessage, CompletionRequest
 from pipeline.settings import Settings
 
 TASKS = [
@@ -33,13 +33,13 @@ def _default_data_dir() -> Path:
 
 
 async def run_demo(console: Console, *, requests: int = 12, data_dir: Path | None = None) -> int:
+    from pipeline.analytics.reports import cost_by_model_task_tenant
     from pipeline.catalog import load_catalog
+    from pipeline.cli.ui import print_table
     from pipeline.client import PipelineClient
     from pipeline.local.tansu import RECOMMENDED_FETCH_MAX_WAIT_MS, EmbeddedBroker
-    from pipeline.reports import cost_by_model_task_tenant
     from pipeline.simulator import FaultRule, ProviderSimulator, SimulatorConfig
     from pipeline.transport.clickhouse import ClickHouseUsageStore
-    from pipeline.ui import print_table
     from pipeline.worker.app import create_worker
 
     data_dir = data_dir or _default_data_dir()

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from rich.console import Console
 
+from pipeline.analytics.report_html import charts_for, write_html
+from pipeline.analytics.reports import DEFAULT_REPORT, REPORTS, ReportOptions, Table
 from pipeline.catalog import Catalog
 from pipeline.catalog.budgets import CostControls
-from pipeline.report_html import charts_for, write_html
-from pipeline.reports import DEFAULT_REPORT, REPORTS, ReportOptions, Table
+from pipeline.cli.ui import plain_value as _plain
+from pipeline.cli.ui import print_table
 from pipeline.transport.clickhouse import ClickHouseUsageStore
-from pipeline.ui import plain_value as _plain
-from pipeline.ui import print_table
 
 FORMATS = ("table", "json", "csv")
 

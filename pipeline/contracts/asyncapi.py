@@ -2,14 +2,14 @@
 
 The topics are declared on a `KafkaBroker` that is never connected: subscribers for what the
 worker (and its usage sink) consume, publishers for what it produces, each with the pydantic
-contract from `pipeline.contracts` as its payload. FastStream's own specification machinery
+contract from `pipeline.contracts.models` as its payload. FastStream's own specification machinery
 (`faststream.specification.AsyncAPI`) turns that into the document. FastStream 0.7 cannot say
 everything a producer needs (message headers, the Kafka key, where the correlation id lives,
 that requests get replies), so `_PipelineAsyncAPI` adds those AsyncAPI 3.0 fields to what it
 generates and re-validates the result with FastStream's AsyncAPI 3.0 model.
 
 `schemas/asyncapi.json` is the committed copy (`pipeline docs --write`); a test fails when it
-drifts from the code. `faststream docs gen --factory pipeline.asyncapi:asyncapi_app` produces the
+drifts from the code. `faststream docs gen --factory pipeline.contracts.asyncapi:asyncapi_app` produces the
 same document. `serve_docs` serves it as FastStream's HTML page (the AsyncAPI React component,
 loaded from unpkg.com by the browser) plus the raw JSON at `/asyncapi.json`.
 """
@@ -31,7 +31,7 @@ from faststream.specification import AsyncAPI, Specification, get_asyncapi_html
 from faststream.specification.asyncapi.v3_0_0.schema import ApplicationSchema
 from pydantic import Field
 
-from pipeline.contracts import (
+from pipeline.contracts.models import (
     CORRELATION_HEADER,
     SCHEMA_VERSION,
     BudgetAlert,

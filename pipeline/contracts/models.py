@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.wire_rules import (
+from pipeline.contracts.wire_rules import (
     TOPIC_NAME_MAX,
     TOPIC_NAME_PATTERN,
     parse_rfc3339,

@@ -30,7 +30,7 @@ err = Console(stderr=True)
 
 def _settings(*, service: bool = False) -> Settings:
     """Services (run, sink) log JSON lines by default; interactive commands log plain text."""
-    from pipeline.logs import configure_logging
+    from pipeline.observability.logs import configure_logging
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format if service else "text")
@@ -178,7 +178,7 @@ def send(
     from pydantic import ValidationError
 
     from pipeline.client import PipelineClient, ReplyTimeout, StreamRestart
-    from pipeline.contracts import CompletionChunk, CompletionRequest
+    from pipeline.contracts.models import CompletionChunk, CompletionRequest
 
     settings = _settings()
     doc: dict = json.loads(file.read_text()) if file else {}
@@ -252,7 +252,7 @@ def route(
 
     from rich.table import Table as RichTable
 
-    from pipeline.contracts import ChatMessage, CompletionRequest
+    from pipeline.contracts.models import ChatMessage, CompletionRequest
     from pipeline.stages.budget import budget_lines
     from pipeline.stages.route import RouteRefusal, plan_route
     from pipeline.state.budget import ledger_from_settings
@@ -352,7 +352,7 @@ async def _probe_all(deployments: list, timeout_s: float = 5.0) -> dict[str, str
     """One tiny call per deployment, all at once; anything not done in `timeout_s` is reported so."""
     import time as _time
 
-    from pipeline.contracts import ChatMessage, CompletionRequest
+    from pipeline.contracts.models import ChatMessage, CompletionRequest
     from pipeline.transport.llm import LiteLLMProvider
     from pipeline.transport.provider import ProviderError
 
@@ -393,8 +393,8 @@ def report(
     Examples: pipeline report budgets · pipeline report daily --days 7 --format csv ·
     pipeline report --html costs.html
     """
+    from pipeline.analytics.report_cli import run_report
     from pipeline.catalog import ConfigError, load_catalog
-    from pipeline.report_cli import run_report
     from pipeline.transport.clickhouse import ClickHouseUsageStore
 
     settings = _settings()
@@ -417,8 +417,8 @@ def demo(
     data_dir: Annotated[Path | None, typer.Option(help="chDB data directory (persists between runs).")] = None,
 ) -> None:
     """Embedded broker + provider simulator + chDB: publish requests, print replies and costs, exit."""
-    from pipeline.demo import run_demo
-    from pipeline.logs import configure_logging
+    from pipeline.cli.demo import run_demo
+    from pipeline.observability.logs import configure_logging
 
     configure_logging("ERROR")  # the demo reports through its tables; rejections are part of the show
     raise typer.Exit(asyncio.run(run_demo(console, requests=requests, data_dir=data_dir)))
@@ -434,7 +434,7 @@ def check() -> None:
     """
     from rich.table import Table as RichTable
 
-    from pipeline.checks import run_checks
+    from pipeline.cli.checks import run_checks
 
     settings = _settings()
     with console.status("checking configuration, Kafka, ClickHouse, Redis and providers..."):
@@ -462,7 +462,7 @@ def docs(
 
     Example: pipeline docs --port 8000   (then open http://127.0.0.1:8000)
     """
-    from pipeline.asyncapi import asyncapi_drifted, serve_docs, write_asyncapi
+    from pipeline.contracts.asyncapi import asyncapi_drifted, serve_docs, write_asyncapi
 
     if check:
         if asyncapi_drifted():
@@ -482,7 +482,7 @@ def schemas(
     check: Annotated[bool, typer.Option(help="Fail if the files differ from the models.")] = False,
 ) -> None:
     """Generate (or check) the public JSON Schemas of every event."""
-    from pipeline.schema_export import drifted_schemas, write_schemas
+    from pipeline.contracts.schema_export import drifted_schemas, write_schemas
 
     if check:
         stale = drifted_schemas(out)
@@ -500,6 +500,3 @@ def main() -> None:
         app()
     sys.stdout.flush()
 
-
-if __name__ == "__main__":
-    main()
