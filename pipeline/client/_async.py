@@ -22,7 +22,6 @@ pipeline's idempotency store turns a retry into at most one provider call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Sequence
@@ -30,10 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from pipeline.client._replies import ReplyReader
 from pipeline.contracts.models import (
     CORRELATION_HEADER,
     ChatMessage,
@@ -45,6 +45,7 @@ from pipeline.contracts.models import (
 )
 from pipeline.settings import Settings
 from pipeline.transport.kafka import ensure_topics, topic_partitions
+from pipeline.transport.records import SourceRecord
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,7 @@ class PipelineClient:
         # Made by start(): a client that is built (say, only to build requests) and never started
         # holds no sockets and leaves nothing to close.
         self._producer_: AIOKafkaProducer | None = None
-        self._consumer_: AIOKafkaConsumer | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._reader: ReplyReader | None = None
         self.stray_replies = 0
         self.published = 0
 
@@ -143,32 +143,30 @@ class PipelineClient:
             linger_ms=1,
             max_request_size=self._settings.record_limit_bytes,
         )
-        self._consumer_ = AIOKafkaConsumer(
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=self._settings.kafka_bootstrap_servers,
             enable_auto_commit=False,
             fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
         )
         await self._producer.start()
-        await self._consumer.start()
-        partitions = await topic_partitions(self._settings.kafka_bootstrap_servers, self.reply_topic)
-        tps = [TopicPartition(self.reply_topic, p) for p in sorted(partitions)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_end(*tps)
-        for tp in tps:  # resolve positions now, so replies published from here on are seen
-            await self._consumer.position(tp)
-        self._reader = asyncio.create_task(self._read_replies(), name="reply-reader")
+        try:
+            partitions = await topic_partitions(self._settings.kafka_bootstrap_servers, self.reply_topic)
+            reader = ReplyReader(consumer, self.reply_topic, sorted(partitions), self._on_reply)
+            await reader.start()
+        except BaseException:  # `async with` never calls stop() when start() fails: close what started
+            producer, self._producer_ = self._producer_, None
+            if producer is not None:
+                await producer.stop()
+            raise
+        self._reader = reader
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        reader, producer, self._reader, self._producer_ = self._reader, self._producer_, None, None
+        if reader is not None:
+            await reader.stop()
         for future in self._pending.values():
             future.cancel()
         self._pending.clear()
-        consumer, producer, self._consumer_, self._producer_ = self._consumer_, self._producer_, None, None
-        if consumer is not None:
-            await consumer.stop()
         if producer is not None:
             await producer.stop()
 
@@ -184,12 +182,6 @@ class PipelineClient:
         if self._producer_ is None:
             raise RuntimeError("PipelineClient is not started: use `async with PipelineClient(...)` or start()")
         return self._producer_
-
-    @property
-    def _consumer(self) -> AIOKafkaConsumer:
-        if self._consumer_ is None:
-            raise RuntimeError("PipelineClient is not started: use `async with PipelineClient(...)` or start()")
-        return self._consumer_
 
     @property
     def outstanding(self) -> int:
@@ -353,25 +345,25 @@ class PipelineClient:
         return ProcessResult.of(reply)
 
     # -- reading ------------------------------------------------------------------------
-    async def _read_replies(self) -> None:
-        async for record in self._consumer:
-            try:
-                doc = orjson.loads(record.value or b"")
-                event: CompletionChunk | CompletionReply = (
-                    CompletionChunk.model_validate(doc) if isinstance(doc, dict) and doc.get("type") == "chunk"
-                    else CompletionReply.model_validate(doc)
-                )
-            except (orjson.JSONDecodeError, ValidationError):
-                self.stray_replies += 1
-                continue
-            queue = self._streams.get(event.request_id)
-            if queue is not None:
-                queue.put_nowait(event)
-                continue
-            if isinstance(event, CompletionChunk):
-                continue  # chunks of a request awaited with complete(): its reply has the content
-            future = self._pending.pop(event.request_id, None)
-            if future is None or future.done():
-                self.stray_replies += 1
-                continue
-            future.set_result(event)
+    def _on_reply(self, record: SourceRecord) -> None:
+        """Route one record of the reply topic to the caller awaiting it; anything else is stray."""
+        try:
+            doc = orjson.loads(record.value or b"")
+            event: CompletionChunk | CompletionReply = (
+                CompletionChunk.model_validate(doc) if isinstance(doc, dict) and doc.get("type") == "chunk"
+                else CompletionReply.model_validate(doc)
+            )
+        except (orjson.JSONDecodeError, ValidationError):
+            self.stray_replies += 1
+            return
+        queue = self._streams.get(event.request_id)
+        if queue is not None:
+            queue.put_nowait(event)
+            return
+        if isinstance(event, CompletionChunk):
+            return  # chunks of a request awaited with complete(): its reply has the content
+        future = self._pending.pop(event.request_id, None)
+        if future is None or future.done():
+            self.stray_replies += 1
+            return
+        future.set_result(event)

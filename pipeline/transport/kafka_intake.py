@@ -29,12 +29,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
-from aiokafka.structs import OffsetAndMetadata
 
-from pipeline.transport.offsets import OffsetTracker
-from pipeline.transport.records import SourceRecord
+from pipeline.transport.intake_state import IntakeState, Windows
+from pipeline.transport.kafka_consumer import Batch, ConsumerLoop
+from pipeline.transport.records import Partition, SourceRecord
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ class IntakeLimits:
     #: At most this many records are stepped through one at a time to find an undecodable one.
     isolate_max_records: int = 10_000
 
+    def windows(self) -> Windows:
+        return Windows(self.max_in_flight, self.partition_window, self.ordered_by_key, self.commit_every,
+                       self.commit_interval_s)
+
 
 @dataclass(frozen=True, slots=True)
 class FailurePolicy:
@@ -79,178 +83,112 @@ class FailurePolicy:
     undecodable: Undecodable = _log_undecodable
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, intake: ConcurrentIntake) -> None:
-        self._intake = intake
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._intake._hand_back(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
-
-
-class ConcurrentIntake:
+class ConcurrentIntake(ConsumerLoop):
     """Consumes one topic in a consumer group and runs `process` for every record."""
 
     def __init__(
         self, consumer: AIOKafkaConsumer, topic: str, process: Process, limits: IntakeLimits,
         policy: FailurePolicy | None = None,
     ) -> None:
-        self._consumer = consumer
-        self._topic = topic
+        super().__init__(consumer, topic)
         self._process = process
         self.limits = limits
+        self.retry_backoff_s = limits.retry_backoff_s
         self.policy = policy or FailurePolicy()
-        self._next_offset: dict[TopicPartition, int] = {}  # past the last record dispatched
-        #: Set if the fetch loop ever ends other than by stop(); `failure` says how.
-        self.failed = asyncio.Event()
-        self.failure: BaseException | None = None
-        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
-        self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = {}
-        self._key_tails: dict[tuple[TopicPartition, bytes], asyncio.Task[None]] = {}
-        self._paused: set[TopicPartition] = set()
-        self._closing: set[TopicPartition] = set()
-        self._completions_since_commit = 0
-        self._last_commit = time.monotonic()
-        self._loop_task: asyncio.Task[None] | None = None
-        self._stopping = False
-
-    # -- lifecycle ----------------------------------------------------------------------
-    async def start(self) -> None:
-        self._consumer.subscribe([self._topic], listener=_Rebalance(self))
-        await self._consumer.start()
-        self._loop_task = asyncio.create_task(self._run(), name=f"intake:{self._topic}")
-        self._loop_task.add_done_callback(self._loop_ended)
-
-    def _loop_ended(self, task: asyncio.Task[None]) -> None:
-        if self._stopping:
-            return
-        exc = (asyncio.CancelledError() if task.cancelled() else task.exception()) or RuntimeError(
-            "the intake loop returned")
-        log.critical("the intake of %s stopped unexpectedly: %r", self._topic, exc)
-        self.failure = exc
-        self.failed.set()
-
-    @property
-    def healthy(self) -> bool:
-        return not self.failed.is_set()
-
-    async def stop(self) -> None:
-        """Stop fetching, give in-flight work the grace period, commit, hand the rest back."""
-        self._stopping = True
-        if self._loop_task is not None:
-            await asyncio.wait([self._loop_task])  # a loop that died was logged (and `failed`) already
-        await self._hand_back(set(self._tasks) | set(self.tracker.partitions()))
-        await self._consumer.stop()
-
-    @property
-    def consumer(self) -> AIOKafkaConsumer:
-        return self._consumer
+        self.state: IntakeState[asyncio.Task[None]] = IntakeState(limits.windows(), now=time.monotonic())
 
     @property
     def in_flight(self) -> int:
-        return sum(len(t) for t in self._tasks.values())
+        return self.state.in_flight
 
-    # -- the loop -----------------------------------------------------------------------
-    async def _run(self) -> None:
-        while not self._stopping:
-            try:
-                await self._poll_once()
-            except KafkaError:
-                log.exception("fetch failed; retrying")
-                await asyncio.sleep(self.limits.retry_backoff_s)
-            except Exception as exc:  # e.g. a record aiokafka cannot decode: find it, skip it, go on
-                log.exception("fetch raised %s; isolating the record that caused it", type(exc).__name__)
-                try:
-                    await self._isolate()
-                except Exception:
-                    log.exception("isolating failed; retrying")
-                    await asyncio.sleep(self.limits.retry_backoff_s)
+    # -- the loop's hooks ---------------------------------------------------------------
+    def room(self) -> int:
+        return self.state.free_slots()
 
-    async def _poll_once(self) -> None:
-        free = self.limits.max_in_flight - self.in_flight
-        self._apply_pauses(global_full=free <= 0)
-        batch = await self._consumer.getmany(timeout_ms=50, max_records=max(1, free))
+    def before_fetch(self) -> None:
+        change = self.state.pauses(self.assignment())
+        self.pause(change.pause)
+        self.resume(change.resume)
+
+    async def handle(self, batch: Batch) -> None:
         self._dispatch_batch(batch)
-        await self._maybe_commit()
+        if self.state.commit_due(time.monotonic()):
+            await self._commit()
 
-    def _dispatch_batch(self, batch: dict[TopicPartition, list[object]]) -> None:
-        for tp, records in batch.items():
-            if tp in self._closing:
+    async def on_fetch_error(self, exc: Exception) -> None:
+        """E.g. a record aiokafka cannot decode: find it, skip it, go on."""
+        log.error("fetch raised %r; isolating the record that caused it", exc)
+        try:
+            await self._isolate()
+        except Exception:
+            log.exception("isolating failed; retrying")
+            await asyncio.sleep(self.limits.retry_backoff_s)
+
+    async def on_revoked(self, partitions: set[Partition]) -> None:
+        await self._hand_back(partitions)
+
+    async def on_stop(self) -> None:
+        await self._hand_back(self.state.partitions())
+
+    # -- dispatch -----------------------------------------------------------------------
+    def _dispatch_batch(self, batch: Batch) -> None:
+        for partition, records in batch.items():
+            if not self.state.accepts(partition):
                 continue  # being handed back: its records will be redelivered
             for record in records:
-                self._dispatch(tp, record)
+                self._dispatch(partition, record)
+
+    def _dispatch(self, partition: Partition, record: SourceRecord) -> None:
+        previous = self.state.waits_for(partition, record.key)
+        task = asyncio.create_task(self._run_one(record, previous))
+        self.state.started(partition, record.offset, record.key, task)
+        task.add_done_callback(lambda t: self.state.finished(
+            partition, record.offset, record.key, ok=not t.cancelled() and t.exception() is None))
 
     async def _isolate(self) -> None:
         """After a fetch raised: rewind every partition to the first record not dispatched (aiokafka
         drops the records it had decoded before the failure), fetch each apart, and step one record
         at a time through the partition that raises, so the bad record's offset is known exactly."""
-        for tp in sorted(self._consumer.assignment() - self._paused - self._closing, key=str):
-            await self._rewind(tp)
+        for partition in sorted(self.assignment() - self.state.paused, key=str):
+            if not self.state.accepts(partition):
+                continue
+            await self._rewind(partition)
             try:
-                free = self.limits.max_in_flight - self.in_flight
-                self._dispatch_batch(await self._consumer.getmany(tp, timeout_ms=50, max_records=max(1, free)))
+                self._dispatch_batch(await self.fetch(partition, max_records=max(1, self.state.free_slots())))
                 continue
             except KafkaError:
                 raise
             except Exception:
-                await self._rewind(tp)
-            for _ in range(self.limits.isolate_max_records):
-                offset = self._next_offset[tp]
-                try:
-                    batch = await self._consumer.getmany(tp, timeout_ms=50, max_records=1)
-                except KafkaError:
-                    raise
-                except Exception as exc:
-                    await self.policy.undecodable(tp.topic, tp.partition, offset, exc)
-                    self.tracker.start(tp, offset)
-                    self.tracker.finish(tp, offset)
-                    self._next_offset[tp] = offset + 1
-                    self._consumer.seek(tp, offset + 1)
-                    break
-                if not batch:
-                    break
-                self._dispatch_batch(batch)
+                await self._rewind(partition)
+            await self._step_through(partition)
 
-    async def _rewind(self, tp: TopicPartition) -> None:
-        if tp not in self._next_offset:
-            committed = await self._consumer.committed(tp)
-            if committed is None:
-                await self._consumer.seek_to_beginning(tp)
-                self._next_offset[tp] = await self._consumer.position(tp)
+    async def _step_through(self, partition: Partition) -> None:
+        for _ in range(self.limits.isolate_max_records):
+            offset = self.state.next_offset(partition)
+            assert offset is not None  # set by _rewind
+            try:
+                batch = await self.fetch(partition, max_records=1)
+            except KafkaError:
+                raise
+            except Exception as exc:
+                await self.policy.undecodable(partition.topic, partition.partition, offset, exc)
+                self.state.skipped(partition, offset)
+                self.seek(partition, offset + 1)
                 return
-            self._next_offset[tp] = committed
-        self._consumer.seek(tp, self._next_offset[tp])
+            if not batch:
+                return
+            self._dispatch_batch(batch)
 
-    def _apply_pauses(self, *, global_full: bool) -> None:
-        assigned = self._consumer.assignment()
-        want = {tp for tp in assigned if global_full or len(self._tasks.get(tp, ())) >= self.limits.partition_window}
-        if want - self._paused:
-            self._consumer.pause(*(want - self._paused))
-        if (self._paused - want) & assigned:
-            self._consumer.resume(*((self._paused - want) & assigned))
-        self._paused = want
+    async def _rewind(self, partition: Partition) -> None:
+        offset = self.state.next_offset(partition)
+        if offset is None:
+            committed = await self.committed(partition)
+            offset = await self.seek_to_beginning(partition) if committed is None else committed
+            self.state.rewound(partition, offset)
+        self.seek(partition, offset)
 
-    def _dispatch(self, tp: TopicPartition, raw: object) -> None:
-        record = SourceRecord(
-            topic=raw.topic, partition=raw.partition, offset=raw.offset,  # type: ignore[attr-defined]
-            value=raw.value, key=raw.key,  # type: ignore[attr-defined]
-            headers=dict(raw.headers or ()),  # type: ignore[attr-defined]
-            timestamp_ms=raw.timestamp,  # type: ignore[attr-defined]
-        )
-        self.tracker.start(tp, record.offset)
-        self._next_offset[tp] = record.offset + 1
-        previous = None
-        if self.limits.ordered_by_key and record.key is not None:
-            previous = self._key_tails.get((tp, record.key))
-        task = asyncio.create_task(self._run_one(tp, record, previous))
-        self._tasks.setdefault(tp, set()).add(task)
-        if self.limits.ordered_by_key and record.key is not None:
-            self._key_tails[(tp, record.key)] = task
-        task.add_done_callback(lambda t: self._done(tp, record, t))
-
-    async def _run_one(self, tp: TopicPartition, record: SourceRecord, previous: asyncio.Task[None] | None) -> None:
+    # -- one record ---------------------------------------------------------------------
+    async def _run_one(self, record: SourceRecord, previous: asyncio.Task[None] | None) -> None:
         if previous is not None:
             with contextlib.suppress(BaseException):
                 await asyncio.shield(previous)
@@ -291,54 +229,24 @@ class ConcurrentIntake:
                     return
                 await asyncio.sleep(self._backoff(tries))
 
-    def _done(self, tp: TopicPartition, record: SourceRecord, task: asyncio.Task[None]) -> None:
-        self._tasks.get(tp, set()).discard(task)
-        if record.key is not None and self._key_tails.get((tp, record.key)) is task:
-            del self._key_tails[(tp, record.key)]
-        if not task.cancelled() and task.exception() is None:
-            self.tracker.finish(tp, record.offset)
-            self._completions_since_commit += 1
-
     # -- commits and hand-back ----------------------------------------------------------
-    async def _maybe_commit(self) -> None:
-        due = (
-            self._completions_since_commit >= self.limits.commit_every
-            or time.monotonic() - self._last_commit >= self.limits.commit_interval_s
-        )
-        if due:
-            await self._commit()
+    async def _commit(self, only: set[Partition] | None = None) -> None:
+        points = self.state.commit_points(time.monotonic(), only)
+        if await self.commit(points):  # a failed commit (a rebalance): the revoke path commits again
+            self.state.committed(points)
 
-    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
-        points = self.tracker.commit_points(only)
-        self._last_commit = time.monotonic()
-        self._completions_since_commit = 0
-        if not points:
-            return
-        try:
-            await self._consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in points.items()})
-        except KafkaError as exc:  # e.g. a rebalance in progress: the revoke path commits again
-            log.warning("commit of %s failed: %s", points, exc)
-            return
-        self.tracker.mark_committed(points)
-
-    async def _hand_back(self, tps: set[TopicPartition]) -> None:
+    async def _hand_back(self, partitions: set[Partition]) -> None:
         """Revoke or stop: grace period for in-flight work, commit the finished prefix, cancel the rest."""
-        if not tps:
+        if not partitions:
             return
-        self._closing |= tps
-        running = [t for tp in tps for t in self._tasks.get(tp, ())]
+        running = self.state.hand_back(partitions)
         if running:
             await asyncio.wait(running, timeout=self.limits.grace_s)
-        await self._commit(only=tps)
-        leftover = [t for tp in tps for t in self._tasks.get(tp, ()) if not t.done()]
+        await self._commit(only=partitions)
+        leftover = [t for t in self.state.running(partitions) if not t.done()]
         for task in leftover:
             task.cancel()
         if leftover:
             await asyncio.gather(*leftover, return_exceptions=True)
-            log.warning("handed back %d unfinished records of %s", len(leftover), sorted(map(str, tps)))
-        self.tracker.forget(tps)
-        for tp in tps:
-            self._tasks.pop(tp, None)
-            self._next_offset.pop(tp, None)
-        self._paused -= tps
-        self._closing -= tps
+            log.warning("handed back %d unfinished records of %s", len(leftover), sorted(map(str, partitions)))
+        self.state.handed_back(partitions)

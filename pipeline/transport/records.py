@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from pipeline.contracts.models import DeadLetterHeader
+
+
+class Partition(NamedTuple):
+    """One partition of one topic (equal to, and hashed like, aiokafka's TopicPartition)."""
+
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +30,10 @@ class SourceRecord:
     key: bytes | None = None
     headers: dict[str, bytes] = field(default_factory=dict)
     timestamp_ms: int | None = None  # when it was published (CreateTime), for relative deadlines
+
+    @property
+    def source(self) -> Partition:
+        return Partition(self.topic, self.partition)
 
 
 class PublishRefused(Exception):

@@ -20,16 +20,14 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
-from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
 from pipeline import failpoints
 from pipeline.contracts.models import UsageEvent
 from pipeline.observability import metrics
 from pipeline.transport.clickhouse import StoredUsage, UsageStore
-from pipeline.transport.records import Publisher, SourceRecord, dead_letter_headers
+from pipeline.transport.kafka_consumer import Batch, ConsumerLoop, KafkaConsumer
+from pipeline.transport.records import Partition, Publisher, SourceRecord, dead_letter_headers
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +41,12 @@ def dedup_token(topic: str, records: Sequence[SourceRecord]) -> str:
     return f"{topic}:{parts}"
 
 
-class _Assignments(ConsumerRebalanceListener):
-    def __init__(self, sink: UsageSink) -> None:
-        self._sink = sink
+class UsageSink(ConsumerLoop):
+    fetch_timeout_ms = 100
 
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._sink._flush_for_revoke(set(revoked))
-        self._sink._checked -= set(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        async with self._sink._lock:  # no flush while we learn what is already stored
-            await self._sink._skip_stored(set(assigned))
-
-
-class UsageSink:
     def __init__(
         self,
-        consumer: AIOKafkaConsumer,
+        consumer: KafkaConsumer,
         topic: str,
         store: UsageStore,
         publisher: Publisher,
@@ -70,8 +57,7 @@ class UsageSink:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
     ) -> None:
-        self._consumer = consumer
-        self._topic = topic
+        super().__init__(consumer, topic)
         self._store = store
         self._publisher = publisher
         self._dlq = dead_letter_topic
@@ -84,92 +70,93 @@ class UsageSink:
         # The batch being inserted: a retry re-sends exactly these rows under the same token.
         self._pending: tuple[list[SourceRecord], list[StoredUsage]] | None = None
         self._stored_up_to: dict[int, int] = {}  # partition -> first offset not yet in ClickHouse
-        self._checked: set[TopicPartition] = set()  # partitions whose stored offsets are known
+        self._checked: set[Partition] = set()  # partitions whose stored offsets are known
         self._retry_at = 0.0
         self._backoff_s = backoff_initial_s
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self._lock = asyncio.Lock()
-
-    @property
-    def consumer(self) -> AIOKafkaConsumer:
-        return self._consumer
 
     @property
     def outage(self) -> bool:
         """True while ClickHouse refuses inserts (the request path keeps serving meanwhile)."""
         return self._retry_at > 0
 
-    async def start(self) -> None:
-        self._consumer.subscribe([self._topic], listener=_Assignments(self))
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run(), name=f"usage-sink:{self._topic}")
+    # -- the loop's hooks ---------------------------------------------------------------
+    def ready(self) -> bool:
+        """No record is used before we know what is already stored."""
+        return not self.assignment() - self._checked
 
-    async def stop(self) -> None:
-        """Flush what is buffered (if ClickHouse takes it), then leave; the rest is re-read later."""
-        self._stopping = True
-        if self._task is not None:
-            await self._task
+    def room(self) -> int:
+        return self._batch_size - len(self._buffer)
+
+    async def handle(self, batch: Batch) -> None:
+        for records in batch.values():
+            for record in records:
+                if record.offset < self._stored_up_to.get(record.partition, 0):
+                    continue  # inserted before a crash, never committed: already counted
+                if not self._buffer:
+                    self._buffer_since = time.monotonic()
+                self._buffer.append(record)
+        due = self._pending is not None or len(self._buffer) >= self._batch_size or (
+            self._buffer and time.monotonic() - self._buffer_since >= self._flush_interval_s
+        )
+        if due and time.monotonic() >= self._retry_at:
+            async with self._lock:
+                await self._flush()
+
+    async def on_assigned(self, partitions: set[Partition]) -> None:
+        async with self._lock:  # no flush while we learn what is already stored
+            await self._skip_stored(partitions)
+
+    async def on_revoked(self, partitions: set[Partition]) -> None:
         async with self._lock:
-            while (self._pending is not None or self._buffer) and await self._flush():
-                pass
-        await self._consumer.stop()
+            await self._flush_all()
+            if self._pending is not None or self._buffer:
+                # Not stored and not committed: the next owner reads these partitions again. The
+                # failed batch is dropped whole, so its retry never mixes in other partitions' rows.
+                self._pending = None
+                self._buffer = [r for r in self._buffer if r.source not in partitions]
+        self._checked -= partitions
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            if self._consumer.assignment() - self._checked:
-                await asyncio.sleep(0.05)  # no record is used before we know what is already stored
-                continue
-            room = self._batch_size - len(self._buffer)
-            try:
-                batch = await self._consumer.getmany(timeout_ms=100, max_records=max(1, room))
-            except KafkaError:
-                log.exception("usage fetch failed; retrying")
-                await asyncio.sleep(1.0)
-                continue
-            for records in batch.values():
-                for raw in records:
-                    if raw.offset < self._stored_up_to.get(raw.partition, 0):
-                        continue  # inserted before a crash, never committed: already counted
-                    if not self._buffer:
-                        self._buffer_since = time.monotonic()
-                    self._buffer.append(SourceRecord(raw.topic, raw.partition, raw.offset, raw.value, raw.key))
-            due = self._pending is not None or len(self._buffer) >= self._batch_size or (
-                self._buffer and time.monotonic() - self._buffer_since >= self._flush_interval_s
-            )
-            if due and time.monotonic() >= self._retry_at:
-                async with self._lock:
-                    await self._flush()
+    async def on_stop(self) -> None:
+        """Flush what is buffered (if ClickHouse takes it), then leave; the rest is re-read later."""
+        async with self._lock:
+            await self._flush_all()
+
+    # -- flushing -----------------------------------------------------------------------
+    async def _flush_all(self) -> None:
+        while (self._pending is not None or self._buffer) and await self._flush():
+            pass
 
     async def _flush(self) -> bool:
         """Insert one batch and commit its offsets; on failure pause and schedule a retry of the same batch."""
         if self._pending is None:
-            if not self._buffer:
-                return True
             self._buffer = [r for r in self._buffer if r.offset >= self._stored_up_to.get(r.partition, 0)]
             if not self._buffer:
                 return True
-            records, self._buffer = self._buffer[: self._batch_size], self._buffer[self._batch_size:]
+            records = self._buffer[: self._batch_size]
+            rows = await self._parse(records)  # raises if a dead letter cannot be written: nothing taken yet
+            self._buffer = self._buffer[self._batch_size:]
             self._buffer_since = time.monotonic()
-            self._pending = (records, await self._parse(records))
+            self._pending = (records, rows)
         records, rows = self._pending
         try:
-            await self._store.insert(rows, dedup_token=dedup_token(self._topic, records))
+            await self._store.insert(rows, dedup_token=dedup_token(self.topic, records))
         except Exception as exc:  # ClickHouse down, locked, refusing: keep everything, try later
             metrics.USAGE_INSERT_FAILURES.inc()
-            self._pause_all()
+            self.pause_all()
             self._retry_at = time.monotonic() + self._backoff_s
             log.warning("usage insert of %d rows failed (%s); retrying in %.1fs", len(rows), exc, self._backoff_s)
             self._backoff_s = min(self._backoff_max_s, self._backoff_s * 2)
             return False
         failpoints.hit("sink_after_insert")
-        await self._commit(records)
+        if not await self.commit(_next_offsets(records)):
+            log.warning("usage offsets not committed; stored offsets will be skipped on re-read")
         self._pending = None
         metrics.USAGE_ROWS.inc(len(rows))
         if self._retry_at:
             log.info("ClickHouse is back: usage inserts resumed")
         self._retry_at, self._backoff_s = 0.0, self._backoff_initial_s
-        self._resume_all()
+        self.resume_all()
         return True
 
     async def _parse(self, records: Sequence[SourceRecord]) -> list[StoredUsage]:
@@ -186,55 +173,28 @@ class UsageSink:
             rows.append(StoredUsage(event, record.partition, record.offset, record.topic))
         return rows
 
-    async def _commit(self, records: Sequence[SourceRecord]) -> None:
-        offsets: dict[TopicPartition, int] = {}
-        for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            offsets[tp] = max(offsets.get(tp, -1), r.offset + 1)
-        try:
-            await self._consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
-        except KafkaError as exc:  # rebalancing: the rows are stored; the next owner skips them
-            log.warning("usage offset commit failed (%s); stored offsets will be skipped on re-read", exc)
-
-    def _pause_all(self) -> None:
-        assigned = self._consumer.assignment()
-        if assigned:
-            self._consumer.pause(*assigned)
-
-    def _resume_all(self) -> None:
-        paused = self._consumer.paused()
-        if paused:
-            self._consumer.resume(*paused)
-
-    async def _flush_for_revoke(self, revoked: set[TopicPartition]) -> None:
-        async with self._lock:
-            while (self._pending is not None or self._buffer) and await self._flush():
-                pass
-            if self._pending is not None or self._buffer:
-                # Not stored and not committed: the next owner reads these partitions again. The
-                # failed batch is dropped whole, so its retry never mixes in other partitions' rows.
-                self._pending = None
-                self._buffer = [r for r in self._buffer if TopicPartition(r.topic, r.partition) not in revoked]
-
-    async def _skip_stored(self, assigned: set[TopicPartition]) -> None:
-        """Seek past offsets whose rows are already in ClickHouse (inserted, crash before commit)."""
+    async def _skip_stored(self, assigned: set[Partition]) -> None:
+        """Learn which offsets already have their rows in ClickHouse (inserted, crash before commit)."""
         if not assigned:
             return
         try:
-            stored = await self._store.query(
-                f"SELECT kafka_partition, max(kafka_offset) FROM {self._store.database}.llm_usage "
-                "WHERE kafka_topic = %(topic)s GROUP BY kafka_partition",
-                {"topic": self._topic},
-            )
+            stored = await self._store.stored_offsets(self.topic)
         except Exception as exc:  # ClickHouse down: the dedup token and FINAL still hold
             log.warning("cannot read stored usage offsets (%s); relying on insert deduplication", exc)
             self._checked |= assigned
             return
-        for partition, offset in stored:
-            tp = TopicPartition(self._topic, int(partition))
-            if tp in assigned:
+        for partition, offset in stored.items():
+            if Partition(self.topic, partition) in assigned:
                 # Records below this are dropped as they arrive (a seek here can be overtaken by
                 # the consumer's own position reset to the committed offset).
-                self._stored_up_to[tp.partition] = int(offset) + 1
-                log.info("usage %s: offsets below %d are already stored", tp, int(offset) + 1)
+                self._stored_up_to[partition] = offset + 1
+                log.info("usage %s[%d]: offsets below %d are already stored", self.topic, partition, offset + 1)
         self._checked |= assigned
+
+
+def _next_offsets(records: Sequence[SourceRecord]) -> dict[Partition, int]:
+    """The commit that covers `records`: per partition, one past the highest offset."""
+    offsets: dict[Partition, int] = {}
+    for r in records:
+        offsets[r.source] = max(offsets.get(r.source, -1), r.offset + 1)
+    return offsets
