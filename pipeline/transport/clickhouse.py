@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
 from typing import Any, Protocol
@@ -43,11 +44,44 @@ class StoredUsage:
     kafka_topic: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class TenantSpend:
+    """Recorded spend of one tenant and task type: today and this calendar month (UTC)."""
+
+    tenant: str
+    task_type: str
+    today_usd: float
+    month_usd: float
+
+
 class UsageStore(Protocol):
     database: str
 
     async def insert(self, rows: Sequence[StoredUsage], *, dedup_token: str | None = None) -> None: ...
     async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
+
+    async def stored_offsets(self, topic: str) -> dict[int, int]:
+        """`{partition: highest offset stored}` of the usage rows read from `topic`."""
+        ...
+
+    async def spend_this_month(self, now: datetime) -> list[TenantSpend]:
+        """Recorded spend per tenant and task type in `now`'s month, and on `now`'s day."""
+        ...
+
+
+STORED_OFFSETS = """
+SELECT kafka_partition, max(kafka_offset) FROM {db}.llm_usage
+WHERE kafka_topic = %(topic)s GROUP BY kafka_partition
+"""
+
+SPEND_THIS_MONTH = """
+SELECT tenant, task_type,
+       sumIf(cost_usd, toDate(ts) = toDate(%(now)s)) AS today,
+       sum(cost_usd) AS month
+FROM {db}.llm_usage FINAL
+WHERE toStartOfMonth(ts) = toStartOfMonth(toDateTime64(%(now)s, 3, 'UTC'))
+GROUP BY tenant, task_type
+"""
 
 
 def _row(item: StoredUsage) -> list[Any]:
@@ -225,6 +259,16 @@ class ClickHouseUsageStore:
 
     async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return await self._run(self._query, sql, parameters)
+
+    async def stored_offsets(self, topic: str) -> dict[int, int]:
+        rows = await self.query(STORED_OFFSETS.replace("{db}", self.database), {"topic": topic})
+        return {int(partition): int(offset) for partition, offset in rows}
+
+    async def spend_this_month(self, now: datetime) -> list[TenantSpend]:
+        naive_utc = now.astimezone(UTC).replace(tzinfo=None)
+        rows = await self.query(SPEND_THIS_MONTH.replace("{db}", self.database), {"now": naive_utc})
+        return [TenantSpend(str(tenant), str(task_type), float(today), float(month))
+                for tenant, task_type, today, month in rows]
 
     def query_sync(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """For the CLI: same thread discipline, no event loop needed."""

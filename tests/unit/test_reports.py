@@ -372,3 +372,29 @@ def test_docs_quote_every_query_verbatim() -> None:
     assert len(constants) == 10
     for sql in constants:
         assert sql.replace("{db}", "llm").strip() in doc
+
+
+def test_the_store_reports_the_highest_stored_offset_per_partition_of_a_topic(store: ClickHouseUsageStore) -> None:
+    assert asyncio.run(store.stored_offsets("llm.usage")) == {0: 100}  # the duplicate went in at offset 100
+    assert asyncio.run(store.stored_offsets("another.topic")) == {}
+
+
+def test_spend_this_month_reads_each_event_once_per_tenant_and_task_type(store: ClickHouseUsageStore) -> None:
+    spend = {(s.tenant, s.task_type): (s.today_usd, s.month_usd) for s in asyncio.run(store.spend_this_month(NOW))}
+    assert spend.keys() == {("acme", "summarize"), ("acme", "classify"), ("globex", "classify"),
+                            ("globex", "summarize")}  # February's event is not this month's
+    assert spend[("acme", "summarize")] == pytest.approx((0.003, 0.033))
+    assert spend[("acme", "classify")] == pytest.approx((0.005, 0.005))
+    assert spend[("globex", "classify")] == pytest.approx((0.002, 0.006))  # the duplicate counted once
+    assert spend[("globex", "summarize")] == pytest.approx((0.030, 0.030))
+
+
+def test_restore_spend_raises_every_budget_window_to_the_recorded_spend(store: ClickHouseUsageStore) -> None:
+    from pipeline.analytics.spend_restore import restore_spend
+    from pipeline.state.budget import InProcessLedger
+
+    ledger = InProcessLedger()
+    assert asyncio.run(restore_spend(store, ledger, now=NOW)) == 2 + 2 * 2 + 2 * 2  # global, 2 tenants, 2 task types
+    keys = ["global:daily:2026-03-15", "global:monthly:2026-03", "tenant=acme:monthly:2026-03",
+            "task_type=classify:daily:2026-03-15"]
+    assert asyncio.run(ledger.values(keys)) == [40_000, 74_000, 38_000, 7_000]
