@@ -12,8 +12,8 @@ from pipeline.analytics.report_html import charts_for, write_html
 from pipeline.analytics.reports import DEFAULT_REPORT, REPORTS, ReportOptions, Table
 from pipeline.catalog import Catalog
 from pipeline.catalog.budgets import CostControls
-from pipeline.cli.ui import plain_value as _plain
-from pipeline.cli.ui import print_table
+from pipeline.analytics.tables import plain_value as _plain
+from pipeline.analytics.tables import print_table
 from pipeline.transport.clickhouse import ClickHouseUsageStore
 
 FORMATS = ("table", "json", "csv")

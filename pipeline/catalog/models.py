@@ -88,7 +88,7 @@ class _CatalogFile(BaseModel):
 
 def load_models(file: Path) -> dict[str, ModelSpec]:
     """Parse and validate `models.yaml`; every model must have a known price."""
-    from pipeline.stages.cost import has_known_price  # local: litellm import is slow
+    from pipeline.transport.model_info import token_prices  # local: litellm import is slow
 
     raw = load_yaml_mapping(file)
     try:
@@ -106,8 +106,8 @@ def load_models(file: Path) -> dict[str, ModelSpec]:
             spec = ModelSpec.model_validate({**body, "name": name, "resilience": resilience})
         except ValidationError as exc:
             raise ConfigError.from_validation(file, exc, prefix=f"models.{name}") from None
-        unpriced = [d.litellm_model for d in spec.deployments if not has_known_price(d.litellm_model)]
-        if spec.price is None and (unpriced or not has_known_price(spec.litellm_model)):
+        unpriced = [d.litellm_model for d in spec.deployments if token_prices(d.litellm_model) is None]
+        if spec.price is None and (unpriced or token_prices(spec.litellm_model) is None):
             raise ConfigError(
                 file,
                 f"models.{name}",

@@ -10,10 +10,6 @@ if TYPE_CHECKING:
     from pipeline.catalog.models import ModelSpec
 
 
-def has_known_price(litellm_model: str) -> bool:
-    return token_prices(litellm_model) is not None
-
-
 def per_token_prices(spec: ModelSpec, litellm_model: str | None = None) -> tuple[float, float]:
     """USD per input and output token: the catalog override, else LiteLLM's price of the
     deployment's model string (deployments of one model may be priced differently)."""

@@ -1,4 +1,4 @@
-"""Terminal output shared by CLI commands: one table renderer for table, json and csv."""
+"""Report tables on a terminal: one renderer for table, json and csv (reports, the demo)."""
 
 from __future__ import annotations
 
