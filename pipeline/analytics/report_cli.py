@@ -10,10 +10,10 @@ from rich.console import Console
 
 from pipeline.analytics.report_html import charts_for, write_html
 from pipeline.analytics.reports import DEFAULT_REPORT, REPORTS, ReportOptions, Table
-from pipeline.catalog import Catalog
-from pipeline.catalog.budgets import CostControls
 from pipeline.analytics.tables import plain_value as _plain
 from pipeline.analytics.tables import print_table
+from pipeline.catalog import Catalog
+from pipeline.catalog.budgets import CostControls
 from pipeline.transport.clickhouse import ClickHouseUsageStore
 
 FORMATS = ("table", "json", "csv")
