@@ -13,7 +13,6 @@ import re
 import time
 from typing import Any
 
-from pipeline.catalog.resilience import Deployment
 from pipeline.contracts.models import (
     CompletionRequest,
     ErrorCode,
@@ -24,6 +23,7 @@ from pipeline.contracts.models import (
 from pipeline.transport.error_signals import ProviderSignal, classify_signal, retry_after_s
 from pipeline.transport.provider import (
     DeltaSink,
+    Endpoint,
     ProviderError,
     ProviderResponse,
     StreamLimits,
@@ -222,7 +222,7 @@ class LiteLLMProvider:
         self._stream_clients: dict[tuple[str, str | None, str | None], Any] = {}
 
     async def complete(
-        self, spec: Deployment, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None,
+        self, spec: Endpoint, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None,
         stream_limits: StreamLimits | None = None,
     ) -> ProviderResponse:
         key = spec.api_key()
@@ -279,7 +279,7 @@ class LiteLLMProvider:
         for client in clients:
             await client.close()
 
-    def _stream_client(self, spec: Deployment, key: str | None) -> Any:
+    def _stream_client(self, spec: Endpoint, key: str | None) -> Any:
         """A client whose transport drops undecodable stream events (see stream_filter), for the
         wire formats whose LiteLLM path takes one; None leaves LiteLLM's own client."""
         provider = spec.litellm_model.partition("/")[0]
@@ -305,7 +305,7 @@ class LiteLLMProvider:
         return client
 
     async def _embed(
-        self, spec: Deployment, request: CompletionRequest, kwargs: dict[str, Any], secrets: tuple[str, ...]
+        self, spec: Endpoint, request: CompletionRequest, kwargs: dict[str, Any], secrets: tuple[str, ...]
     ) -> ProviderResponse:
         import litellm
 
@@ -329,7 +329,7 @@ class LiteLLMProvider:
         return ProviderResponse(content=None, prompt_tokens=prompt, completion_tokens=0, embeddings=vectors)
 
 
-def parse_response(response: Any, spec: Deployment) -> ProviderResponse:
+def parse_response(response: Any, spec: Endpoint) -> ProviderResponse:
     try:
         choice = response.choices[0]
         usage = response.usage

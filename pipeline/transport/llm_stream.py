@@ -22,12 +22,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from pipeline.catalog.resilience import Deployment
 from pipeline.contracts.models import ErrorCode
 from pipeline.observability.metrics import STREAM_EVENTS_SKIPPED
 from pipeline.transport.llm import classify, parse_response
 from pipeline.transport.model_info import count_message_tokens, count_text_tokens
-from pipeline.transport.provider import DeltaSink, PartialUsage, ProviderError, ProviderResponse, StreamLimits
+from pipeline.transport.provider import DeltaSink, Endpoint, PartialUsage, ProviderError, ProviderResponse, StreamLimits
 from pipeline.transport.stream_filter import counting
 
 #: After the finish reason, how long to wait for the usage chunk and the terminator.
@@ -89,7 +88,7 @@ async def _close(stream: Any) -> None:
 
 
 async def stream_completion(
-    acompletion: Callable[..., Awaitable[Any]], spec: Deployment, kwargs: dict[str, Any], on_delta: DeltaSink,
+    acompletion: Callable[..., Awaitable[Any]], spec: Endpoint, kwargs: dict[str, Any], on_delta: DeltaSink,
     secrets: tuple[str, ...], limits: StreamLimits, timeout_s: float,
 ) -> ProviderResponse:
     """Errors of `on_delta` itself (publishing) propagate unchanged: they are not the provider's."""
@@ -103,7 +102,7 @@ async def stream_completion(
 
 
 async def _stream(
-    acompletion: Callable[..., Awaitable[Any]], spec: Deployment, kwargs: dict[str, Any], on_delta: DeltaSink,
+    acompletion: Callable[..., Awaitable[Any]], spec: Endpoint, kwargs: dict[str, Any], on_delta: DeltaSink,
     secrets: tuple[str, ...], limits: StreamLimits, timeout_s: float,
 ) -> ProviderResponse:
     import litellm
@@ -171,7 +170,7 @@ def _timeout_text(limit: str, wait: float) -> str:
             }.get(limit, "the attempt's timeout ran out mid-stream")
 
 
-def _broken(progress: _Progress, spec: Deployment, kwargs: dict[str, Any], code: ErrorCode, why: str,
+def _broken(progress: _Progress, spec: Endpoint, kwargs: dict[str, Any], code: ErrorCode, why: str,
             *, status: int | None = None) -> ProviderError:
     delivered = progress.delivered
     return ProviderError(

@@ -13,8 +13,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from pipeline.catalog.resilience import Deployment
 from pipeline.contracts.models import CompletionRequest, ErrorCode, ToolCall
+
+
+class Endpoint(Protocol):
+    """Where a call goes: what the seam reads of a catalog `Deployment` (which satisfies it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def litellm_model(self) -> str: ...
+    @property
+    def api_base(self) -> str | None: ...
+    @property
+    def api_key_env(self) -> str | None: ...
+    def api_key(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +89,7 @@ class ProviderError(Exception):
 
 class ProviderClient(Protocol):
     async def complete(
-        self, spec: Deployment, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None,
+        self, spec: Endpoint, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None,
         stream_limits: StreamLimits | None = None,
     ) -> ProviderResponse:
         """Call `spec` once. Raises ProviderError; never retries on its own. With `on_delta` (a
@@ -88,7 +101,7 @@ class ProviderClient(Protocol):
 class MockCall:
     """What a `MockProvider` was asked: the deployment, the request, the attempt's time limit."""
 
-    spec: Deployment
+    spec: Endpoint
     request: CompletionRequest
     timeout_s: float
     streamed: bool
@@ -127,7 +140,7 @@ class MockProvider:
         return [c.spec.name for c in self.calls]
 
     async def complete(
-        self, spec: Deployment, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None,
+        self, spec: Endpoint, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None,
         stream_limits: StreamLimits | None = None,
     ) -> ProviderResponse:
         call = MockCall(spec, request, timeout_s, on_delta is not None)
