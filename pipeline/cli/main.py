@@ -255,7 +255,7 @@ def route(
     from pipeline.contracts.models import ChatMessage, CompletionRequest
     from pipeline.stages.budget import budget_lines
     from pipeline.stages.route import RouteRefusal, plan_route
-    from pipeline.state.budget import ledger_from_settings
+    from pipeline.state import shared_state_from_settings
 
     settings = _settings()
     catalog = _catalog_or_exit(settings)
@@ -280,10 +280,10 @@ def route(
     async def budgets() -> None:
         from datetime import UTC, datetime
 
-        ledger = ledger_from_settings(settings.redis_url, namespace=settings.redis_namespace)
+        state = shared_state_from_settings(settings)
         lines = budget_lines(catalog.routing.cost_controls, tenant, task_type, datetime.now(UTC))
-        spent = await ledger.values([line.key for line in lines])
-        await ledger.close()
+        spent = await state.budgets.values([line.key for line in lines])
+        await state.aclose()
         shared = "shared spend from Redis" if settings.redis_url else "this process only: set REDIS_URL"
         budget_table = RichTable(title=f"Budgets ({shared})")
         for column in ("budget", "window", "limit_usd", "spent_or_reserved_usd", "remaining_usd"):
@@ -312,7 +312,7 @@ def models(
     """
     from rich.table import Table as RichTable
 
-    from pipeline.state.health import health_from_settings
+    from pipeline.state import shared_state_from_settings
 
     settings = _settings()
     catalog = _catalog_or_exit(settings)
@@ -320,12 +320,13 @@ def models(
     names = [d.name for _, d in deployments]
 
     async def gather() -> tuple[dict, dict, dict, dict]:
-        health = health_from_settings(settings.redis_url, namespace=settings.redis_namespace)
+        state = shared_state_from_settings(settings)
+        health = state.health
         try:
             cooling, usage, stats = (await health.cooling_down(names), await health.usage(names),
                                      await health.stats(names))
         finally:
-            await health.close()
+            await state.aclose()
         probes = await _probe_all(deployments) if check else {}
         return cooling, usage, stats, probes
 

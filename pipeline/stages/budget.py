@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pipeline.catalog.budgets import CostControls, Limits
-from pipeline.state.budget import BudgetLedger, BudgetLine, to_micros
+from pipeline.state.budget import BudgetLedger, BudgetLine, Refused, to_micros
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +34,20 @@ class BudgetRefusal:
 
 
 @dataclass(frozen=True, slots=True)
-class BudgetAlert:
+class CrossedThreshold:
+    """A budget line that crossed its alert threshold (the worker publishes it as the wire
+    event `contracts.models.BudgetAlert`; this is the stage's in-process fact, not the event)."""
+
     line: BudgetLine
     threshold: float
 
 
 @dataclass(frozen=True, slots=True)
-class Settled:
-    alerts: list[BudgetAlert]
+class SettleOutcome:
+    """What settling a request means to the worker: the alerts to publish and each line's spend
+    (for the remaining-budget gauge). Built from the ledger's raw `LedgerSettlement`."""
+
+    alerts: list[CrossedThreshold]
     spent: list[tuple[BudgetLine, int]]  # each line with its value (micro-USD) after settling
 
 
@@ -75,16 +81,15 @@ class BudgetGuard:
     ) -> Reservation | BudgetRefusal:
         lines = budget_lines(controls, tenant, task_type, self._clock())
         amount = to_micros(estimate_usd)
-        refused = await self.ledger.reserve(lines, amount)
-        if refused is not None:
-            index, spent = refused
-            return BudgetRefusal(lines[index], spent, amount)
+        result = await self.ledger.reserve(lines, amount)
+        if isinstance(result, Refused):
+            return BudgetRefusal(lines[result.index], result.value, amount)
         return Reservation(lines, amount)
 
-    async def settle(self, reservation: Reservation, actual_usd: float, threshold: float) -> Settled:
+    async def settle(self, reservation: Reservation, actual_usd: float, threshold: float) -> SettleOutcome:
         """Actual cost replaces the estimate (0 for a failed call: the reservation is released)."""
         if not reservation.lines:
-            return Settled([], [])
+            return SettleOutcome([], [])
         done = await self.ledger.settle(reservation.lines, to_micros(actual_usd) - reservation.amount)
-        return Settled([BudgetAlert(line, threshold) for line in done.crossed],
-                       list(zip(reservation.lines, done.values, strict=True)))
+        return SettleOutcome([CrossedThreshold(line, threshold) for line in done.crossed],
+                             list(zip(reservation.lines, done.values, strict=True)))

@@ -33,21 +33,34 @@ class BudgetLine:
 
 
 @dataclass(frozen=True, slots=True)
-class Settlement:
-    """What settling did: the lines that crossed their alert threshold for the first time in
-    their window, and every line's value afterwards (for the remaining-budget gauge)."""
+class Reserved:
+    """Every line took the amount. (A class, not `None`, so success reads as success.)"""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """No line took the amount: `index` is the first line that would overflow, `value` its value now."""
+
+    index: int
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSettlement:
+    """What settling did to the ledger, per line and in micro-USD: the lines that crossed their
+    alert threshold for the first time in their window, and every line's value afterwards.
+    (The budget stage turns it into a `SettleOutcome`: alerts to publish, spend per line.)"""
 
     crossed: list[BudgetLine]
     values: list[int]
 
 
 class BudgetLedger(Protocol):
-    async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> tuple[int, int] | None:
-        """Add `amount` to every line, or to none: returns None, or (index of the line that would
-        overflow, its current value)."""
+    async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> Reserved | Refused:
+        """Add `amount` to every line, or to none (then say which line would overflow)."""
         ...
 
-    async def settle(self, lines: Sequence[BudgetLine], delta: int) -> Settlement:
+    async def settle(self, lines: Sequence[BudgetLine], delta: int) -> LedgerSettlement:
         """Adjust a reservation by `delta` (actual - reserved), in the same round trip reading
         the new values and which lines crossed their alert threshold."""
         ...
@@ -66,16 +79,16 @@ class InProcessLedger:
         self._values: dict[str, int] = {}
         self._alerted: set[str] = set()
 
-    async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> tuple[int, int] | None:
+    async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> Reserved | Refused:
         for i, line in enumerate(lines):
             current = self._values.get(line.key, 0)
             if current + amount > line.limit:
-                return i, current
+                return Refused(i, current)
         for line in lines:
             self._values[line.key] = self._values.get(line.key, 0) + amount
-        return None
+        return Reserved()
 
-    async def settle(self, lines: Sequence[BudgetLine], delta: int) -> Settlement:
+    async def settle(self, lines: Sequence[BudgetLine], delta: int) -> LedgerSettlement:
         crossed, values = [], []
         for line in lines:
             value = self._values[line.key] = self._values.get(line.key, 0) + delta
@@ -83,7 +96,7 @@ class InProcessLedger:
             if value >= line.alert_at and line.key not in self._alerted:
                 self._alerted.add(line.key)
                 crossed.append(line)
-        return Settlement(crossed, values)
+        return LedgerSettlement(crossed, values)
 
     async def values(self, keys: Sequence[str]) -> list[int]:
         return [self._values.get(k, 0) for k in keys]
@@ -130,10 +143,15 @@ return 0
 
 
 class RedisLedger:
-    """The same ledger shared by every worker through one Redis."""
+    """The same ledger shared by every worker through one Redis.
+
+    A client passed in is the caller's to close (the shared-state factory shares one pool);
+    one this ledger made from `url` is closed by `close()`.
+    """
 
     def __init__(self, url: str, *, namespace: str = "llm-pipeline", client: Any = None) -> None:
-        self._redis = client or connect(url)
+        self._owns_client = client is None
+        self._redis = connect(url) if client is None else client
         self._ns = namespace
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)
@@ -142,20 +160,20 @@ class RedisLedger:
     def _key(self, key: str) -> str:
         return f"{self._ns}:budget:{key}"
 
-    async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> tuple[int, int] | None:
+    async def reserve(self, lines: Sequence[BudgetLine], amount: int) -> Reserved | Refused:
         result = await self._reserve(
             keys=[self._key(line.key) for line in lines], args=[amount, *(line.limit for line in lines), WINDOW_TTL_S]
         )
         if not result:
-            return None
-        return int(result[0]) - 1, int(result[1])
+            return Reserved()
+        return Refused(int(result[0]) - 1, int(result[1]))
 
-    async def settle(self, lines: Sequence[BudgetLine], delta: int) -> Settlement:
+    async def settle(self, lines: Sequence[BudgetLine], delta: int) -> LedgerSettlement:
         crossed, values = await self._settle(
             keys=[self._key(line.key) for line in lines],
             args=[delta, *(line.alert_at for line in lines), WINDOW_TTL_S],
         )
-        return Settlement([lines[int(i) - 1] for i in crossed or []], [int(v) for v in values])
+        return LedgerSettlement([lines[int(i) - 1] for i in crossed or []], [int(v) for v in values])
 
     async def values(self, keys: Sequence[str]) -> list[int]:
         raw = await self._redis.mget([self._key(k) for k in keys]) if keys else []
@@ -165,10 +183,5 @@ class RedisLedger:
         await self._restore(keys=[self._key(key)], args=[value, WINDOW_TTL_S])
 
     async def close(self) -> None:
-        await self._redis.aclose()
-
-
-def ledger_from_settings(redis_url: str | None, *, namespace: str = "llm-pipeline") -> BudgetLedger:
-    if redis_url is None or not redis_url.strip():
-        return InProcessLedger()
-    return RedisLedger(redis_url.strip(), namespace=namespace)
+        if self._owns_client:
+            await self._redis.aclose()

@@ -10,6 +10,7 @@ were already in flight) are not counted.
 
 In-process serves one worker; Redis (one Lua script per operation) makes every worker see the
 same cooldowns, limits and stats. Rate limits live in `pipeline.state.ratelimit`.
+`pipeline.state.factory` picks the backend (over the Redis client the other state shares).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ __all__ = [
     "InProcessHealth",
     "RateDecision",
     "RedisHealth",
-    "health_from_settings",
 ]
 
 STATS_SIZE = 200  # outcomes kept per deployment
@@ -204,6 +204,9 @@ class RedisHealth(RedisRateLimits):
     "ms ok latency", LPUSH + LTRIM to `stats_size`). Scripts touch one deployment's keys; the
     batch reads (`cooling_down`, `stats`, `usage`) span deployments, so like the other stores
     this expects a single Redis (or a primary with replicas), not Redis Cluster.
+
+    A client passed in is the caller's to close (the shared-state factory shares one pool);
+    one this made from `url` is closed by `close()`.
     """
 
     def __init__(
@@ -218,6 +221,7 @@ class RedisHealth(RedisRateLimits):
         client: Any = None,
         cooldown_view_s: float = COOLDOWN_VIEW_S,
     ) -> None:
+        self._owns_client = client is None
         if client is None:
             client = connect(url, max_connections=max_connections)
         super().__init__(client, namespace=namespace, window_s=window_s)
@@ -285,14 +289,5 @@ class RedisHealth(RedisRateLimits):
         return out
 
     async def close(self) -> None:
-        await self._redis.aclose()
-
-
-def health_from_settings(redis_url: str | None, *, namespace: str = "llm-pipeline") -> HealthState:
-    """No Redis URL (None or blank) -> in-process health for a single worker; else Redis.
-
-    Connecting is lazy, so this never blocks and never fails on an unreachable Redis.
-    """
-    if redis_url is None or not redis_url.strip():
-        return InProcessHealth()
-    return RedisHealth(redis_url.strip(), namespace=namespace)
+        if self._owns_client:
+            await self._redis.aclose()

@@ -219,6 +219,9 @@ class RedisStore:
     Keys: `{namespace}:reply:{id}` (reply bytes, PX TTL) and `{namespace}:lease:{id}` (owner, PX TTL).
     Both keys of an id are touched by one script, so a Redis Cluster deployment would need a
     hash tag in the namespace or id; a single Redis (or a replicated primary) needs nothing.
+
+    A client passed in is the caller's to close (the shared-state factory shares one pool);
+    one this store made from `url` is closed by `close()`.
     """
 
     def __init__(
@@ -233,6 +236,7 @@ class RedisStore:
             raise ValueError("reply_ttl_s must be > 0")
         self.namespace = namespace
         self._ttl_ms = _ms(reply_ttl_s)
+        self._owns_client = client is None
         if client is None:
             client = connect(url)
         self._redis: aioredis.Redis = client
@@ -267,4 +271,5 @@ class RedisStore:
         return bool(result)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        if self._owns_client:
+            await self._redis.aclose()

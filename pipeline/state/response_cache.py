@@ -164,26 +164,3 @@ class RedisResponseCache:
         if self._owns_client:
             await self._redis.aclose()
 
-
-def response_cache_from_settings(
-    mode: str,
-    redis_url: str | None,
-    *,
-    namespace: str = "llm-pipeline",
-    max_entries: int = 10_000,
-) -> ResponseCache | None:
-    """The `response_cache` setting -> a backend: off -> None, memory -> in-process, redis -> Redis.
-
-    `max_entries` bounds only the in-process cache; Redis entries are bounded by their TTL (and
-    the server's maxmemory policy). Never connects, so never blocks or fails on a down Redis.
-    """
-    normalized = mode.strip().lower() if isinstance(mode, str) else mode
-    if normalized == "off":
-        return None
-    if normalized == "memory":
-        return InProcessResponseCache(max_entries=max_entries)
-    if normalized == "redis":
-        if redis_url is None or not redis_url.strip():
-            raise ValueError("response_cache='redis' needs redis_url (REDIS_URL) to be set")
-        return RedisResponseCache(redis_url.strip(), namespace=namespace)
-    raise ValueError(f"response_cache must be one of {', '.join(MODES)}; got {mode!r}")

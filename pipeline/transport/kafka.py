@@ -97,6 +97,20 @@ class BrokerPublisher:
     def __init__(self, broker: KafkaBroker) -> None:
         self._broker = broker
 
+    @classmethod
+    def from_settings(cls, settings: Settings, *, client_suffix: str = "") -> BrokerPublisher:
+        return cls(build_broker(settings, client_suffix=client_suffix))
+
+    async def start(self) -> None:
+        await self._broker.start()
+
+    async def stop(self) -> None:
+        await self._broker.stop()
+
+    async def ping(self, timeout: float) -> bool:
+        """The broker answers within `timeout` seconds (readiness)."""
+        return bool(await self._broker.ping(timeout=timeout))
+
     async def publish(self, topic: str, value: bytes, *, key: bytes | None, headers: dict[str, str]) -> None:
         try:
             await self._broker.publish(value, topic=topic, key=key, headers=headers)

@@ -1,4 +1,4 @@
-"""Wiring: the request intake, the usage sink, and the FastStream broker they publish through."""
+"""Wiring: the request intake, the usage sink, and the Kafka publisher they share."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from faststream.kafka import KafkaBroker
-
 from pipeline.analytics.spend_restore import restore_spend
 from pipeline.catalog import Catalog
 from pipeline.catalog.live import LiveCatalog
@@ -20,15 +18,11 @@ from pipeline.observability.http import HealthServer
 from pipeline.settings import Settings
 from pipeline.stages.budget import BudgetGuard
 from pipeline.stages.deployments import DeploymentPool
-from pipeline.state import ProcessedStore, processed_store_from_settings
-from pipeline.state.budget import BudgetLedger, ledger_from_settings
-from pipeline.state.health import HealthState, health_from_settings
+from pipeline.state import SharedState, shared_state_from_settings
 from pipeline.state.redis_client import is_redis_outage
-from pipeline.state.response_cache import ResponseCache, response_cache_from_settings
 from pipeline.transport.clickhouse import ClickHouseUsageStore, UsageStore
 from pipeline.transport.kafka import (
     BrokerPublisher,
-    build_broker,
     build_consumer,
     ensure_topics,
     is_kafka_outage,
@@ -50,13 +44,10 @@ class Worker:
     """A running worker: request consumers, and optionally the usage sink, on one broker."""
 
     settings: Settings
-    broker: KafkaBroker
+    publisher: BrokerPublisher
     store: UsageStore | None = None
     intake: ConcurrentIntake | None = None
-    processed: ProcessedStore | None = None
-    ledger: BudgetLedger | None = None
-    health: HealthState | None = None
-    response_cache: ResponseCache | None = None
+    state: SharedState | None = None
     live_catalog: LiveCatalog | None = None
     sink: UsageSink | None = None
     _owned_store: ClickHouseUsageStore | None = field(default=None, repr=False)
@@ -79,7 +70,7 @@ class Worker:
                 "PIPELINE_TRACING is set but OpenTelemetry is not installed (pip install llm-pipeline[tracing])"
             )
         await self._prepare_clickhouse()
-        await self.broker.start()
+        await self.publisher.start()
         if self.live_catalog is not None and self.settings.config_reload_interval_s > 0:
             self._watcher = asyncio.create_task(self.live_catalog.watch(self.settings.config_reload_interval_s))
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread / Windows
@@ -104,14 +95,14 @@ class Worker:
                 applied = await self._owned_store.migrate()
                 if applied:
                     log.info("applied ClickHouse migrations %s", applied)
-            if self.ledger is not None and isinstance(self.store, ClickHouseUsageStore):
-                await restore_spend(self.store, self.ledger)
+            if self.state is not None and isinstance(self.store, ClickHouseUsageStore):
+                await restore_spend(self.store, self.state.budgets)
         except Exception as exc:
             log.warning("ClickHouse unreachable at start-up (%s): serving requests, usage waits in Kafka", exc)
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Ready: broker reachable and config loaded; ClickHouse reachable or usage buffering in Kafka."""
-        broker_ok = bool(await self.broker.ping(timeout=2.0))
+        broker_ok = await self.publisher.ping(timeout=2.0)
         details: dict[str, Any] = {"broker": "connected" if broker_ok else "unreachable", "config": "loaded"}
         if self.intake is not None and not self.intake.healthy:
             details["intake"] = f"stopped: {self.intake.failure!r}"
@@ -163,15 +154,9 @@ class Worker:
             await self.intake.stop()
         if self.sink is not None:
             await self.sink.stop()
-        await self.broker.stop()
-        if self.processed is not None:
-            await self.processed.close()
-        if self.ledger is not None:
-            await self.ledger.close()
-        if self.health is not None:
-            await self.health.close()
-        if self.response_cache is not None:
-            await self.response_cache.close()
+        await self.publisher.stop()
+        if self.state is not None:
+            await self.state.aclose()
         if self._owned_store is not None:
             self._owned_store.close()
         if self._owned_provider is not None:
@@ -210,36 +195,22 @@ def create_worker(
     live = LiveCatalog(settings.config_dir, catalog) if reload_config or catalog is None else None
     fixed = catalog
     current: Callable[[], Catalog] = live if live is not None else (lambda: fixed)  # type: ignore[assignment,return-value]
-    broker = build_broker(settings)
-    publisher = BrokerPublisher(broker)
+    publisher = BrokerPublisher.from_settings(settings)
     owned: ClickHouseUsageStore | None = None
     if with_sink and store is None:
         store = owned = ClickHouseUsageStore.from_settings(settings)
 
     intake: ConcurrentIntake | None = None
-    processed: ProcessedStore | None = None
-    ledger: BudgetLedger | None = None
-    health: HealthState | None = None
-    response_cache: ResponseCache | None = None
+    state: SharedState | None = None
     owned_provider: LiteLLMProvider | None = None
     if with_requests:
-        processed = processed_store_from_settings(
-            settings.redis_url,
-            namespace=settings.redis_namespace,
-            reply_ttl_s=settings.idempotency_ttl_s,
-            max_entries=settings.idempotency_max_entries,
-        )
-        ledger = ledger_from_settings(settings.redis_url, namespace=settings.redis_namespace)
-        health = health_from_settings(settings.redis_url, namespace=settings.redis_namespace)
-        response_cache = response_cache_from_settings(
-            settings.response_cache, settings.redis_url, namespace=settings.redis_namespace,
-            max_entries=settings.response_cache_max_entries,
-        )
+        state = shared_state_from_settings(settings)  # one Redis pool for all of it; connects lazily
+        response_cache = state.response_cache
         if provider is None:
             provider = owned_provider = LiteLLMProvider()
         handler = RequestHandler(
-            settings, current, provider, publisher, processed, BudgetGuard(ledger),
-            DeploymentPool(health),
+            settings, current, provider, publisher, state.processed, BudgetGuard(state.budgets),
+            DeploymentPool(state.health),
             CachedAnswers(response_cache, settings.response_cache_ttl_s) if response_cache is not None else None,
         )
         intake = ConcurrentIntake(
@@ -271,6 +242,5 @@ def create_worker(
             flush_interval_s=settings.usage_flush_interval_s,
         )
 
-    return Worker(settings=settings, broker=broker, store=store, intake=intake, processed=processed,
-                  ledger=ledger, health=health, response_cache=response_cache, live_catalog=live, sink=sink,
-                  _owned_store=owned, _owned_provider=owned_provider)
+    return Worker(settings=settings, publisher=publisher, store=store, intake=intake, state=state,
+                  live_catalog=live, sink=sink, _owned_store=owned, _owned_provider=owned_provider)

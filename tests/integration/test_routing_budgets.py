@@ -151,7 +151,7 @@ async def test_spend_survives_a_worker_restart(settings, start_worker, tmp_path)
     from datetime import UTC, datetime
 
     key = f"tenant=tiny:daily:{datetime.now(UTC):%Y-%m-%d}"
-    (restored,) = await second.ledger.values([key])
+    (restored,) = await second.state.budgets.values([key])
     assert restored == pytest.approx(spent * 1e6, abs=3)
 
 

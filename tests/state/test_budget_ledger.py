@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
-from pipeline.state.budget import (
-    BudgetLedger,
-    BudgetLine,
-    InProcessLedger,
-    RedisLedger,
-    Settlement,
-)
+from pipeline.state.budget import BudgetLedger, BudgetLine, LedgerSettlement, Refused, Reserved
+from tests.state.conftest import StateBackend
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def ledgers(request: pytest.FixtureRequest) -> AsyncIterator[tuple[BudgetLedger, BudgetLedger]]:
+@pytest.fixture
+def ledgers(backend: StateBackend) -> tuple[BudgetLedger, BudgetLedger]:
     """Two handles on one ledger: for Redis two clients (as two workers would hold)."""
-    if request.param == "memory":
-        ledger = InProcessLedger()
-        yield ledger, ledger
-        return
-    url = request.getfixturevalue("redis_url")
-    namespace = f"test-{uuid.uuid4().hex[:8]}"
-    a, b = RedisLedger(url, namespace=namespace), RedisLedger(url, namespace=namespace)
-    yield a, b
-    await a.close()
-    await b.close()
+    return backend.state.budgets, backend.other().budgets
 
 
 def line(key: str, limit: int, alert_at: int | None = None) -> BudgetLine:
@@ -39,8 +23,8 @@ def line(key: str, limit: int, alert_at: int | None = None) -> BudgetLine:
 async def test_reserve_is_all_or_nothing_across_lines(ledgers) -> None:
     ledger, _ = ledgers
     big, small = line("global:daily:d", 1000), line("tenant=a:daily:d", 100)
-    assert await ledger.reserve([big, small], 60) is None
-    assert await ledger.reserve([big, small], 60) == (1, 60)  # the tenant line refuses, names itself
+    assert await ledger.reserve([big, small], 60) == Reserved()
+    assert await ledger.reserve([big, small], 60) == Refused(1, 60)  # the tenant line refuses, names itself
     assert await ledger.values([big.key, small.key]) == [60, 60]  # nothing added on refusal
 
 
@@ -48,21 +32,22 @@ async def test_concurrent_reservations_never_exceed_the_limit(ledgers) -> None:
     a, b = ledgers
     budget = line("tenant=b:daily:d", 1000)
     results = await asyncio.gather(*((a if i % 2 else b).reserve([budget], 30) for i in range(200)))
-    assert sum(1 for r in results if r is None) == 1000 // 30
+    assert sum(1 for r in results if isinstance(r, Reserved)) == 1000 // 30
+    assert all(r == Refused(0, (1000 // 30) * 30) for r in results if not isinstance(r, Reserved))
     assert await a.values([budget.key]) == [(1000 // 30) * 30]
 
 
 async def test_settle_adjusts_and_alerts_once(ledgers) -> None:
     ledger, other = ledgers
     budget = line("tenant=c:daily:d", 1000, alert_at=500)
-    assert await ledger.reserve([budget], 400) is None
+    assert await ledger.reserve([budget], 400) == Reserved()
     assert (await ledger.settle([budget], -400)).crossed == []  # released
     assert await ledger.values([budget.key]) == [0]
-    assert await ledger.reserve([budget], 100) is None
+    assert await ledger.reserve([budget], 100) == Reserved()
     settled = await ledger.settle([budget], 500)
     assert settled.crossed == [budget] and settled.values == [600]  # actual 600 >= 500: alert
-    assert await ledger.reserve([budget], 10) is None
-    assert await other.settle([budget], 0) == Settlement([], [610])  # alerts once per window, across handles
+    assert await ledger.reserve([budget], 10) == Reserved()
+    assert await other.settle([budget], 0) == LedgerSettlement([], [610])  # alerts once per window, across handles
     assert await ledger.values([budget.key]) == [610]
 
 

@@ -8,61 +8,40 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
-from pipeline.state.health import (
-    HealthState,
-    InProcessHealth,
-    RateDecision,
-    RedisHealth,
-    health_from_settings,
-)
-from tests.fakes import FakeClock
+from pipeline.state.health import HealthState, InProcessHealth, RateDecision, RedisHealth
+from tests.state.conftest import StateBackend
 
 D = "gpt-4o-mini@openai-eu"
 FAIL = {"allowed_fails": 3, "window_s": 0.3, "cooldown_s": 0.3}
 
 
-
 class Harness:
     """Two handles on one health state (two Redis clients, as two workers would hold)."""
 
-    def __init__(self, kind: str, redis_url: str | None) -> None:
-        self.kind, self._url = kind, redis_url
-        self.clock = FakeClock()
-        self._namespace = f"test-{uuid.uuid4().hex[:8]}"
-        self._opened: list[HealthState] = []
-        self.a = self.make()
-        self.b = self.a if kind == "memory" else self.make()
+    def __init__(self, backend: StateBackend) -> None:
+        self._backend = backend
+        self.a = backend.state.health
+        self.b = backend.other().health
 
-    def make(self, window_s: float = 60.0) -> HealthState:
-        if self.kind == "memory":
-            h: HealthState = InProcessHealth(window_s=window_s, clock=self.clock)
-        else:
-            assert self._url is not None
-            h = RedisHealth(self._url, namespace=self._namespace, window_s=window_s)
-        self._opened.append(h)
-        return h
+    def make(self, window_s: float) -> HealthState:
+        """Health with another rate window (not a setting): built over the factory's client and clock."""
+        b = self._backend
+        if b.state.client is None:
+            return InProcessHealth(window_s=window_s, clock=b.clock)
+        assert b.settings.redis_url is not None
+        return RedisHealth(b.settings.redis_url, namespace=b.settings.redis_namespace, window_s=window_s,
+                           client=b.state.client)
 
     async def advance(self, seconds: float) -> None:
-        if self.kind == "memory":
-            self.clock.now += seconds
-        else:
-            await asyncio.sleep(seconds)
-
-    async def close(self) -> None:
-        for h in self._opened:
-            await h.close()
+        await self._backend.advance(seconds)
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def health(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
-    harness = Harness(request.param, url)
-    yield harness
-    await harness.close()
+@pytest.fixture
+def health(backend: StateBackend) -> Harness:
+    return Harness(backend)
 
 
 async def test_cooldown_after_allowed_fails_within_window(health: Harness) -> None:
@@ -188,14 +167,6 @@ async def test_stats_keep_the_last_outcomes_only(health: Harness) -> None:
         await h.record_outcome(D, ok=True, latency_ms=7.5)
     s = (await h.stats([D]))[D]
     assert (s.calls, s.errors, s.p50_latency_ms) == (200, 0, 7.5)
-
-
-async def test_factory_picks_the_backend(redis_url: str) -> None:
-    assert isinstance(health_from_settings(None), InProcessHealth)
-    assert isinstance(health_from_settings("  "), InProcessHealth)
-    remote = health_from_settings(f" {redis_url} ", namespace=f"test-{uuid.uuid4().hex[:8]}")
-    assert isinstance(remote, RedisHealth)
-    await remote.close()
 
 
 async def test_a_cooldown_started_elsewhere_is_seen_within_the_view_period(redis_url: str) -> None:

@@ -7,82 +7,21 @@ and brief sleeps, so the same test body proves lease and reply expiry on both.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
-from pipeline.state import (
-    Claim,
-    ClaimKind,
-    InProcessStore,
-    ProcessedStore,
-    RedisStore,
-    processed_store_from_settings,
-)
+from pipeline.state import Claim, ClaimKind, InProcessStore, ProcessedStore
 from tests.fakes import FakeClock
+from tests.state.conftest import StateBackend
 
 SHORT = 0.2  # a lease or TTL that tests let lapse
 PAST = 0.25  # how far to move time to pass SHORT (a real sleep on Redis)
 REPLY = b'{"ok":true}\x00\xff binary-safe'
 
 
-
-@dataclass
-class Backend:
-    """A store plus how to make more stores over the same state and how to let time pass."""
-
-    name: str
-    store: ProcessedStore
-    _new: Callable[..., ProcessedStore]
-    _advance: Callable[[float], Any]
-    extra: list[ProcessedStore] = field(default_factory=list)
-
-    def new_store(self, **kwargs: Any) -> ProcessedStore:
-        """Redis: a second client (own connections) on the same namespace. Memory: fresh state."""
-        store = self._new(**kwargs)
-        self.extra.append(store)
-        return store
-
-    async def advance(self, seconds: float) -> None:
-        await self._advance(seconds)
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    if request.param == "memory":
-        clock = FakeClock()
-
-        async def tick(seconds: float) -> None:
-            clock.now += seconds
-
-        def new_memory(**kw: Any) -> ProcessedStore:
-            return InProcessStore(clock=clock, **{"reply_ttl_s": 60.0, **kw})
-
-        b = Backend("memory", new_memory(), new_memory, tick)
-    else:
-        url: str = request.getfixturevalue("redis_url")
-        namespace = f"test-{uuid.uuid4().hex[:12]}"
-
-        def new_redis(**kw: Any) -> ProcessedStore:
-            return RedisStore(url, namespace=namespace, **{"reply_ttl_s": 60.0, **kw})
-
-        b = Backend("redis", new_redis(), new_redis, asyncio.sleep)
-    yield b
-    if isinstance(b.store, RedisStore):  # leave a shared TEST_REDIS_URL clean
-        client = b.store._redis
-        keys = [k async for k in client.scan_iter(match=f"{b.store.namespace}:*")]
-        if keys:
-            await client.delete(*keys)
-    for s in [b.store, *b.extra]:
-        await s.close()
-
-
 @pytest.fixture
-def store(backend: Backend) -> ProcessedStore:
-    return backend.store
+def store(backend: StateBackend) -> ProcessedStore:
+    return backend.state.processed
 
 
 class TestProcessedStore:
@@ -109,8 +48,8 @@ class TestProcessedStore:
             assert claim == Claim.of_reply(REPLY) and claim.stored and claim.reply == REPLY
         assert (await store.claim("r2", "b", 10)).acquired  # other ids are unaffected
 
-    async def test_complete_after_lease_lapsed_still_stores(self, backend: Backend) -> None:
-        store = backend.store
+    async def test_complete_after_lease_lapsed_still_stores(self, backend: StateBackend) -> None:
+        store = backend.state.processed
         await store.claim("r1", "a", SHORT)
         await backend.advance(PAST)
         assert (await store.claim("r1", "b", 10)).acquired
@@ -126,8 +65,8 @@ class TestProcessedStore:
         assert (await store.claim("r1", "b", 10)).acquired
         await store.release("never-claimed", "a")  # harmless
 
-    async def test_lease_expiry_lets_another_owner_acquire(self, backend: Backend) -> None:
-        store = backend.store
+    async def test_lease_expiry_lets_another_owner_acquire(self, backend: StateBackend) -> None:
+        store = backend.state.processed
         await store.claim("r1", "a", SHORT)
         assert (await store.claim("r1", "b", SHORT)).busy
         await backend.advance(PAST)
@@ -136,8 +75,8 @@ class TestProcessedStore:
         await store.release("r1", "a")
         assert (await store.claim("r1", "a", 10)).busy
 
-    async def test_renew(self, backend: Backend) -> None:
-        store = backend.store
+    async def test_renew(self, backend: StateBackend) -> None:
+        store = backend.state.processed
         assert not await store.renew("r1", "a", 10)  # nothing held
         await store.claim("r1", "a", SHORT)
         assert not await store.renew("r1", "b", 10)
@@ -151,19 +90,19 @@ class TestProcessedStore:
         await store.release("r1", "b")
         assert not await store.renew("r1", "b", 10)
 
-    async def test_concurrent_claims_have_one_winner(self, backend: Backend) -> None:
+    async def test_concurrent_claims_have_one_winner(self, backend: StateBackend) -> None:
         # Redis: two clients, i.e. separate connections, as two worker processes would have.
-        stores = [backend.store, backend.new_store()] if backend.name == "redis" else [backend.store]
+        stores = [backend.state.processed, backend.other().processed]  # memory: the same store twice
         claims = await asyncio.gather(*(stores[i % len(stores)].claim("hot", f"w{i}", 10) for i in range(200)))
         assert sum(c.acquired for c in claims) == 1
         assert sum(c.busy for c in claims) == 199
         winner = f"w{next(i for i, c in enumerate(claims) if c.acquired)}"
-        await backend.store.complete("hot", winner, REPLY)
+        await backend.state.processed.complete("hot", winner, REPLY)
         again = await asyncio.gather(*(stores[i % len(stores)].claim("hot", f"x{i}", 10) for i in range(200)))
         assert all(c.reply == REPLY for c in again)
 
-    async def test_stored_reply_expires_after_ttl(self, backend: Backend) -> None:
-        store = backend.new_store(reply_ttl_s=SHORT)
+    async def test_stored_reply_expires_after_ttl(self, backend: StateBackend) -> None:
+        store = backend.fresh(idempotency_ttl_s=SHORT).processed
         await store.claim("r1", "a", 10)
         await store.complete("r1", "a", REPLY)
         assert (await store.claim("r1", "b", 10)).reply == REPLY
@@ -193,13 +132,3 @@ async def test_memory_store_is_lru_bounded_and_keeps_live_leases() -> None:
     clock.now += 11  # expired leases are swept, not kept forever
     await store.claim("other", "a", 10)
     assert len(store) == 3 + 1  # three replies + the one live lease
-
-
-async def test_factory_picks_backend() -> None:
-    mem = processed_store_from_settings(None, reply_ttl_s=5, max_entries=7)
-    assert isinstance(mem, InProcessStore) and mem._max == 7 and mem._ttl == 5
-    assert isinstance(processed_store_from_settings("  "), InProcessStore)
-    red = processed_store_from_settings("redis://127.0.0.1:1/0", namespace="ns", reply_ttl_s=2)
-    assert isinstance(red, RedisStore) and red.namespace == "ns" and red._ttl_ms == 2000
-    assert red._keys("id") == ["ns:reply:id", "ns:lease:id"]
-    await red.close()  # never connected: the client connects lazily

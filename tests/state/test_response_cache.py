@@ -11,20 +11,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
 from pipeline.local import free_ports
-from pipeline.state.response_cache import (
-    InProcessResponseCache,
-    RedisResponseCache,
-    ResponseCache,
-    response_cache_from_settings,
-)
+from pipeline.state import SharedState
+from pipeline.state.response_cache import InProcessResponseCache, RedisResponseCache, ResponseCache
 from tests.fakes import FakeClock
+from tests.state.conftest import StateBackend
 
 SHORT = 0.2  # a TTL that tests let lapse
 PAST = 0.3  # how far to move time to pass SHORT (a real sleep on Redis)
@@ -32,73 +26,30 @@ VALUE = b'{"content":"hi"}\x00\xff binary-safe'
 KEY = "0" * 64
 
 
-
-@dataclass
-class Backend:
-    name: str
-    cache: ResponseCache
-    _new: Callable[..., ResponseCache]
-    advance: Callable[[float], Awaitable[None]]
-    extra: list[ResponseCache] = field(default_factory=list)
-
-    def new_cache(self, **kwargs: Any) -> ResponseCache:
-        """Redis: another client (own connections); same namespace unless given. Memory: fresh state."""
-        cache = self._new(**kwargs)
-        self.extra.append(cache)
-        return cache
+def cache_of(state: SharedState) -> ResponseCache:
+    assert state.response_cache is not None  # the fixture enables it: memory in-process, redis on Redis
+    return state.response_cache
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    namespaces: list[str] = []
-    if request.param == "memory":
-        clock = FakeClock()
-
-        async def tick(seconds: float) -> None:
-            clock.now += seconds
-
-        def new_memory(**kw: Any) -> ResponseCache:
-            kw.pop("namespace", None)  # one process, one cache: nothing to share
-            return InProcessResponseCache(clock=clock, **kw)
-
-        b = Backend("memory", new_memory(), new_memory, tick)
-    else:
-        url: str = request.getfixturevalue("redis_url")
-        default_ns = f"test-{uuid.uuid4().hex[:12]}"
-
-        def new_redis(**kw: Any) -> ResponseCache:
-            kw.setdefault("namespace", default_ns)
-            namespaces.append(kw["namespace"])
-            return RedisResponseCache(url, **kw)
-
-        b = Backend("redis", new_redis(), new_redis, asyncio.sleep)
-    yield b
-    if isinstance(b.cache, RedisResponseCache):  # leave a shared TEST_REDIS_URL clean
-        client = b.cache._redis
-        for ns in set(namespaces):
-            keys = [k async for k in client.scan_iter(match=f"{ns}:*")]
-            if keys:
-                await client.delete(*keys)
-    for c in [b.cache, *b.extra]:
-        await c.close()
+@pytest.fixture
+def cache(backend: StateBackend) -> ResponseCache:
+    return cache_of(backend.state)
 
 
 class TestResponseCache:
-    async def test_miss_then_set_then_hit(self, backend: Backend) -> None:
-        cache = backend.cache
+    async def test_miss_then_set_then_hit(self, cache: ResponseCache) -> None:
         assert await cache.get(KEY) is None
         await cache.set(KEY, VALUE, 60)
         got = await cache.get(KEY)
         assert got == VALUE and isinstance(got, bytes)
         assert await cache.get("1" * 64) is None  # other keys unaffected
 
-    async def test_set_replaces_value(self, backend: Backend) -> None:
-        await backend.cache.set(KEY, b"old", 60)
-        await backend.cache.set(KEY, b"new", 60)
-        assert await backend.cache.get(KEY) == b"new"
+    async def test_set_replaces_value(self, cache: ResponseCache) -> None:
+        await cache.set(KEY, b"old", 60)
+        await cache.set(KEY, b"new", 60)
+        assert await cache.get(KEY) == b"new"
 
-    async def test_entry_expires_after_its_ttl(self, backend: Backend) -> None:
-        cache = backend.cache
+    async def test_entry_expires_after_its_ttl(self, backend: StateBackend, cache: ResponseCache) -> None:
         await cache.set("short", VALUE, SHORT)
         await cache.set("long", b"long", 60)
         assert await cache.get("short") == VALUE
@@ -106,8 +57,7 @@ class TestResponseCache:
         assert await cache.get("short") is None
         assert await cache.get("long") == b"long"  # TTL is per entry
 
-    async def test_set_again_restarts_the_ttl(self, backend: Backend) -> None:
-        cache = backend.cache
+    async def test_set_again_restarts_the_ttl(self, backend: StateBackend, cache: ResponseCache) -> None:
         await cache.set(KEY, VALUE, SHORT)
         await backend.advance(0.1)
         await cache.set(KEY, VALUE, 0.4)  # now lapses 0.5 after the first set
@@ -116,25 +66,25 @@ class TestResponseCache:
         await backend.advance(0.35)
         assert await cache.get(KEY) is None
 
-    async def test_namespaces_are_isolated(self, backend: Backend) -> None:
-        await backend.cache.set(KEY, b"mine", 60)
+    async def test_namespaces_are_isolated(self, backend: StateBackend, cache: ResponseCache) -> None:
+        await cache.set(KEY, b"mine", 60)
         if backend.name == "redis":
-            same = backend.new_cache()  # another worker on the same namespace shares the entries
+            same = cache_of(backend.other())  # another worker on the same namespace shares the entries
             assert await same.get(KEY) == b"mine"
-        other = backend.new_cache(namespace=f"other-{uuid.uuid4().hex[:8]}")
+        other = cache_of(backend.fresh(redis_namespace=f"other-{uuid.uuid4().hex[:8]}"))
         assert await other.get(KEY) is None
         await other.set(KEY, b"theirs", 60)
-        assert await backend.cache.get(KEY) == b"mine"
+        assert await cache.get(KEY) == b"mine"
         assert await other.get(KEY) == b"theirs"
 
-    async def test_rejects_empty_key_and_bad_ttl(self, backend: Backend) -> None:
+    async def test_rejects_empty_key_and_bad_ttl(self, cache: ResponseCache) -> None:
         with pytest.raises(ValueError):
-            await backend.cache.get("")
+            await cache.get("")
         with pytest.raises(ValueError):
-            await backend.cache.set("", VALUE, 60)
+            await cache.set("", VALUE, 60)
         for ttl in (0, -1):
             with pytest.raises(ValueError):
-                await backend.cache.set(KEY, VALUE, ttl)
+                await cache.set(KEY, VALUE, ttl)
 
 
 async def test_redis_key_layout_and_px_ttl(redis_url: str) -> None:
@@ -229,18 +179,3 @@ async def test_hung_redis_is_a_miss_after_the_op_timeout() -> None:
         await cache.close()
         server.close()
         await server.wait_closed()
-
-
-async def test_factory_picks_backend() -> None:
-    assert response_cache_from_settings("off", "redis://127.0.0.1:1/0") is None
-    mem = response_cache_from_settings("memory", None, max_entries=7)
-    assert isinstance(mem, InProcessResponseCache) and mem.max_entries == 7
-    red = response_cache_from_settings("redis", " redis://127.0.0.1:1/0 ", namespace="ns")
-    assert isinstance(red, RedisResponseCache) and red.namespace == "ns" and red._key("k") == "ns:cache:k"
-    await red.close()  # never connected: the client connects lazily
-    for url in (None, "", "  "):
-        with pytest.raises(ValueError, match="redis_url"):
-            response_cache_from_settings("redis", url)
-    for mode in ("on", "disk", ""):
-        with pytest.raises(ValueError, match="response_cache"):
-            response_cache_from_settings(mode, "redis://127.0.0.1:1/0")

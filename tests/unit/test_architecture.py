@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
-VENDORS = {"litellm", "aiokafka", "redis", "clickhouse_connect"}
+VENDORS = {"litellm", "aiokafka", "faststream", "redis", "clickhouse_connect", "chdb"}
 
 
 def _module_name(path: Path) -> str:
