@@ -123,63 +123,113 @@ class CallContext:
 async def call_with_fallback(
     request: CompletionRequest, plan: RoutePlan, ctx: CallContext, *, first_attempt: int = 1
 ) -> CallOutcome:
-    outcome = CallOutcome()
-    number = first_attempt
-    failed_context_window = 0  # after a context-window error only larger-context models may serve
+    """The candidates in order until one answers, a request-level error stops the chain, or the
+    deadline passes; a cached answer ends it at no cost."""
+    chain = _Chain(CallOutcome(), first_attempt)
     for candidate in plan.candidates:
-        spec = candidate.spec
-        if failed_context_window and (spec.context_window or 0) <= failed_context_window:
-            outcome.skipped.append(Skipped(spec.name, SkipReason.LARGER_CONTEXT_NEEDED,
-                                           f"context window {spec.context_window} <= {failed_context_window}"))
+        if chain.needs_larger_context(candidate.spec):
             continue
-        retries: Counter[str] = Counter()
-        hit = await _cached(request, candidate, number, ctx)
+        hit = await _cached(request, candidate, chain.number, ctx)
         if hit is not None:
-            outcome.attempts.append(hit)
-            return outcome
-        while True:
-            remaining = ctx.remaining_s()
-            if remaining is not None and remaining <= 0:
-                outcome.deadline_exceeded = True
-                return outcome
-            deployment = await _pick(ctx, candidate)
-            if isinstance(deployment, Unavailable):
-                outcome.skipped.append(Skipped(spec.name, deployment.reason, deployment.detail, deployment.wait_s))
-                break
-            reservation = None
-            if ctx.spend is not None:
-                reserved = await ctx.spend.reserve(candidate)
-                if isinstance(reserved, BudgetRefusal):
-                    outcome.skipped.append(Skipped(spec.name, SkipReason.BUDGET_EXCEEDED, reserved.line.name))
-                    outcome.budget_refusal = outcome.budget_refusal or reserved
-                    break
-                reservation = reserved
-            timeout = spec.resilience.timeout_s or ctx.default_timeout_s
-            if remaining is not None:
-                timeout = min(timeout, remaining)
-            result = await _attempt(request, candidate, deployment, number, timeout, ctx, reservation)
-            outcome.attempts.append(result)
-            number += 1
-            if result.ok:
-                return outcome
-            assert result.error is not None
-            if result.error.after_output and ctx.on_delta is not None:
-                await ctx.on_delta.restart()  # whatever answers next is a new stream, never a continuation
-            decision = decide(result.error, retries[result.error.code.value], spec.resilience, ctx.rng)
-            retries[result.error.code.value] += 1
-            if decision.action is Action.STOP:
-                outcome.stopped = True
-                return outcome
-            if decision.action is Action.FALLBACK:
-                if result.error.code.value == "context_window_exceeded":
-                    failed_context_window = max(failed_context_window, spec.context_window or 1)
-                break
-            remaining = ctx.remaining_s()
-            if remaining is not None and decision.delay_s >= remaining:
-                outcome.deadline_exceeded = True  # the backoff would end past the deadline
-                return outcome
-            await asyncio.sleep(decision.delay_s)
-    return outcome
+            chain.outcome.attempts.append(hit)
+            return chain.outcome
+        if await _try_candidate(request, candidate, ctx, chain):
+            return chain.outcome
+    return chain.outcome
+
+
+@dataclass(slots=True)
+class _Chain:
+    """What one round of the fallback chain carries from candidate to candidate."""
+
+    outcome: CallOutcome
+    number: int  # the next attempt's number
+    failed_context_window: int = 0  # after a context-window error only larger-context models may serve
+
+    def needs_larger_context(self, spec: ModelSpec) -> bool:
+        """Skip (and record) a model whose context window is no larger than one that already proved too small."""
+        if not self.failed_context_window or (spec.context_window or 0) > self.failed_context_window:
+            return False
+        self.outcome.skipped.append(Skipped(spec.name, SkipReason.LARGER_CONTEXT_NEEDED,
+                                            f"context window {spec.context_window} <= {self.failed_context_window}"))
+        return True
+
+    def fell_back(self, error: ProviderError, spec: ModelSpec) -> None:
+        if error.code.value == "context_window_exceeded":
+            self.failed_context_window = max(self.failed_context_window, spec.context_window or 1)
+
+
+async def _try_candidate(request: CompletionRequest, candidate: Candidate, ctx: CallContext, chain: _Chain) -> bool:
+    """Attempts on one candidate, retried per error class. True when the chain ends here (an
+    answer, a request-level error, the deadline); False to go on to the next candidate."""
+    spec = candidate.spec
+    outcome = chain.outcome
+    retries: Counter[str] = Counter()
+    while True:
+        remaining = ctx.remaining_s()
+        if remaining is not None and remaining <= 0:
+            outcome.deadline_exceeded = True
+            return True
+        admitted = await _admit(ctx, candidate, outcome)
+        if admitted is None:
+            return False
+        deployment, reservation = admitted
+        result = await _attempt(request, candidate, deployment, chain.number, _timeout(spec, ctx, remaining), ctx,
+                                reservation)
+        outcome.attempts.append(result)
+        chain.number += 1
+        if result.ok:
+            return True
+        error = result.error
+        assert error is not None
+        if error.after_output and ctx.on_delta is not None:
+            await ctx.on_delta.restart()  # whatever answers next is a new stream, never a continuation
+        decision = decide(error, retries[error.code.value], spec.resilience, ctx.rng)
+        retries[error.code.value] += 1
+        if decision.action is Action.STOP:
+            outcome.stopped = True
+            return True
+        if decision.action is Action.FALLBACK:
+            chain.fell_back(error, spec)
+            return False
+        if not await _backoff(ctx, decision.delay_s):
+            outcome.deadline_exceeded = True  # the backoff would end past the deadline
+            return True
+
+
+async def _admit(
+    ctx: CallContext, candidate: Candidate, outcome: CallOutcome
+) -> tuple[Deployment, Reservation | None] | None:
+    """A deployment with capacity, and the call's estimated cost reserved against the budgets;
+    None, with the reason in `outcome.skipped`, when the candidate cannot be called now."""
+    spec = candidate.spec
+    deployment = await _pick(ctx, candidate)
+    if isinstance(deployment, Unavailable):
+        outcome.skipped.append(Skipped(spec.name, deployment.reason, deployment.detail, deployment.wait_s))
+        return None
+    if ctx.spend is None:
+        return deployment, None
+    reserved = await ctx.spend.reserve(candidate)
+    if isinstance(reserved, BudgetRefusal):
+        outcome.skipped.append(Skipped(spec.name, SkipReason.BUDGET_EXCEEDED, reserved.line.name))
+        outcome.budget_refusal = outcome.budget_refusal or reserved
+        return None
+    return deployment, reserved
+
+
+def _timeout(spec: ModelSpec, ctx: CallContext, remaining: float | None) -> float:
+    """The model's per-attempt timeout (else the worker's), cut to what is left of the deadline."""
+    timeout = spec.resilience.timeout_s or ctx.default_timeout_s
+    return timeout if remaining is None else min(timeout, remaining)
+
+
+async def _backoff(ctx: CallContext, delay_s: float) -> bool:
+    """Wait before a retry; False (without waiting) when the wait would end past the deadline."""
+    remaining = ctx.remaining_s()
+    if remaining is not None and delay_s >= remaining:
+        return False
+    await asyncio.sleep(delay_s)
+    return True
 
 
 async def _cached(

@@ -19,6 +19,7 @@ from pipeline.contracts.models import (
 )
 from pipeline.stages.call import AttemptResult, CallOutcome
 from pipeline.stages.route import RoutePlan
+from pipeline.transport.provider import ProviderError, ProviderResponse
 
 
 def error_reply(
@@ -54,72 +55,87 @@ def routing_info(plan: RoutePlan, outcome: CallOutcome) -> RoutingInfo:
 
 def build_reply(
     request: CompletionRequest, plan: RoutePlan, outcome: CallOutcome, latency_ms: float,
-    *, stream_id: str | None = None, stream_chunks: int = 0,
+    *, stream_id: str | None = None, stream_chunks: int = 0, stream_restarts: int = 0,
 ) -> CompletionReply:
     """Success carries the answer; failure names the last error (or the budget) and every attempt.
 
-    `stream_id`/`stream_chunks`: for a streamed request, the stream and how many chunk events
-    were published (an error reply names them too, so a reader knows which chunks to drop)."""
-    attempts = [_attempt(a) for a in outcome.attempts]
-    routing = routing_info(plan, outcome)
-    cost = sum(a.cost_usd for a in outcome.attempts)
+    `stream_id`/`stream_chunks`/`stream_restarts`: for a streamed request, the stream, how many
+    chunk events of it were published and how many partial streams were abandoned before it (an
+    error reply names them too, so a reader knows which chunks to drop)."""
+    common: dict[str, Any] = {
+        "cost_usd": sum(a.cost_usd for a in outcome.attempts),
+        "latency_ms": round(latency_ms, 3),
+        "attempts": [_attempt(a) for a in outcome.attempts],
+        "routing": routing_info(plan, outcome),
+        "stream_id": stream_id,
+        "stream_chunks": stream_chunks,
+        "stream_restarts": stream_restarts,
+    }
     answer = outcome.answer
     if answer is not None and answer.response is not None:
-        r = answer.response
-        return CompletionReply(
-            request_id=request.request_id,
-            status=ReplyStatus.OK,
-            content=r.content,
-            tool_calls=list(r.tool_calls) or None,
-            finish_reason=r.finish_reason,
-            parsed=answer.parsed,
-            embeddings=[list(v) for v in r.embeddings] if r.embeddings is not None else None,
-            cached=answer.cache_hit,
-            stream_id=stream_id,
-            stream_chunks=stream_chunks,
-            model=answer.spec.name,
-            provider=answer.spec.provider,
-            usage=Usage(
-                prompt_tokens=r.prompt_tokens,
-                completion_tokens=r.completion_tokens,
-                total_tokens=r.prompt_tokens + r.completion_tokens,
-            ),
-            cost_usd=cost,
-            latency_ms=round(latency_ms, 3),
-            attempts=attempts,
-            routing=routing,
-            metadata=request.metadata,
-        )
-    last = outcome.attempts[-1].error if outcome.attempts else None
-    if outcome.deadline_exceeded:
-        code = ErrorCode.DEADLINE_EXCEEDED
-        message = f"the request's deadline passed after {len(outcome.attempts)} attempt(s)"
-        if last is not None:
-            message += f" (last error: {last.message})"
-    elif not outcome.attempts and outcome.budget_refusal is not None:
-        code, message = ErrorCode.BUDGET_EXCEEDED, outcome.budget_refusal.describe()
-    elif last is not None and all(a.error is not None and a.error.code is ErrorCode.INVALID_STRUCTURED_OUTPUT
-                                  for a in outcome.attempts):
-        code = ErrorCode.INVALID_STRUCTURED_OUTPUT
-        message = "no answer matched the requested response_format: " + "; ".join(
-            a.error.message for a in outcome.attempts if a.error is not None)
-    elif outcome.stopped and last is not None:
-        code, message = last.code, f"{outcome.attempts[-1].spec.name}: {last.message}"
-    elif last is not None and len({a.spec.name for a in outcome.attempts}) == 1 and not outcome.skipped:
-        code, message = last.code, f"{outcome.attempts[0].spec.name}: {last.message}"
-    else:
-        code = ErrorCode.ALL_CANDIDATES_FAILED
-        message = "; ".join(
-            [f"{a.spec.name}: {a.error.code.value}" for a in outcome.attempts if a.error]
-            + [f"{s.model}: {s.reason.value} ({s.detail})" for s in outcome.skipped]
-        )
-        if last is not None:
-            message += f" (last error: {last.message})"
-    return error_reply(
-        request.request_id, code, message, metadata=request.metadata, cost_usd=cost,
-        latency_ms=round(latency_ms, 3), attempts=attempts, routing=routing, stream_id=stream_id,
-        stream_chunks=stream_chunks,
+        return _answer_reply(request, answer, answer.response, common)
+    code, message = _failure(outcome)
+    return error_reply(request.request_id, code, message, metadata=request.metadata, **common)
+
+
+def _answer_reply(
+    request: CompletionRequest, answer: AttemptResult, r: ProviderResponse, common: dict[str, Any]
+) -> CompletionReply:
+    """The OK reply: the answering attempt's content (or tool calls, or vectors) and its usage."""
+    return CompletionReply(
+        request_id=request.request_id,
+        status=ReplyStatus.OK,
+        content=r.content,
+        tool_calls=list(r.tool_calls) or None,
+        finish_reason=r.finish_reason,
+        parsed=answer.parsed,
+        embeddings=[list(v) for v in r.embeddings] if r.embeddings is not None else None,
+        cached=answer.cache_hit,
+        model=answer.spec.name,
+        provider=answer.spec.provider,
+        usage=Usage(
+            prompt_tokens=r.prompt_tokens,
+            completion_tokens=r.completion_tokens,
+            total_tokens=r.prompt_tokens + r.completion_tokens,
+        ),
+        metadata=request.metadata,
+        **common,
     )
+
+
+def _failure(outcome: CallOutcome) -> tuple[ErrorCode, str]:
+    """The error code and message of a chain that did not answer, most telling cause first: the
+    deadline, a budget that refused every candidate, answers that all failed the response_format,
+    a request-level error, the one model tried; else every candidate failed."""
+    attempts = outcome.attempts
+    last = attempts[-1].error if attempts else None
+    if outcome.deadline_exceeded:
+        return ErrorCode.DEADLINE_EXCEEDED, _with_last(
+            f"the request's deadline passed after {len(attempts)} attempt(s)", last)
+    if not attempts and outcome.budget_refusal is not None:
+        return ErrorCode.BUDGET_EXCEEDED, outcome.budget_refusal.describe()
+    if last is None:
+        return ErrorCode.ALL_CANDIDATES_FAILED, _all_failed(outcome)
+    if all(a.error is not None and a.error.code is ErrorCode.INVALID_STRUCTURED_OUTPUT for a in attempts):
+        return ErrorCode.INVALID_STRUCTURED_OUTPUT, "no answer matched the requested response_format: " + "; ".join(
+            a.error.message for a in attempts if a.error is not None)
+    if outcome.stopped:
+        return last.code, f"{attempts[-1].spec.name}: {last.message}"
+    if len({a.spec.name for a in attempts}) == 1 and not outcome.skipped:
+        return last.code, f"{attempts[0].spec.name}: {last.message}"
+    return ErrorCode.ALL_CANDIDATES_FAILED, _with_last(_all_failed(outcome), last)
+
+
+def _all_failed(outcome: CallOutcome) -> str:
+    """Every attempt's error class and every candidate passed over, in order."""
+    return "; ".join(
+        [f"{a.spec.name}: {a.error.code.value}" for a in outcome.attempts if a.error]
+        + [f"{s.model}: {s.reason.value} ({s.detail})" for s in outcome.skipped]
+    )
+
+
+def _with_last(message: str, last: ProviderError | None) -> str:
+    return message if last is None else f"{message} (last error: {last.message})"
 
 
 def usage_events(

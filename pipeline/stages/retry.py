@@ -35,7 +35,10 @@ class Action(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class RetryDecision:
+    """What follows one failed attempt, and after how long. (Not `simulator.faults.Decision`,
+    which is the fault the provider simulator injects into a call.)"""
+
     action: Action
     delay_s: float = 0.0
 
@@ -45,23 +48,23 @@ def backoff_delay(retry_number: int, base_s: float, max_s: float, rng: random.Ra
     return rng.uniform(0.0, min(max_s, base_s * 2 ** max(0, retry_number - 1)))
 
 
-def decide(error: ProviderError, retries_so_far: int, policy: Resilience, rng: random.Random) -> Decision:
+def decide(error: ProviderError, retries_so_far: int, policy: Resilience, rng: random.Random) -> RetryDecision:
     """`retries_so_far`: retries already made on this model for this error class."""
     code = error.code
     if code is ErrorCode.BAD_REQUEST:
-        return Decision(Action.STOP)
+        return RetryDecision(Action.STOP)
     if code is ErrorCode.TIMEOUT and not policy.retry_timeouts:
-        return Decision(Action.FALLBACK)  # a silent deployment: do not wait on it twice
+        return RetryDecision(Action.FALLBACK)  # a silent deployment: do not wait on it twice
     if code is ErrorCode.INVALID_STRUCTURED_OUTPUT:  # once more on the same model, then the next one
-        return Decision(Action.RETRY if retries_so_far < 1 else Action.FALLBACK)
+        return RetryDecision(Action.RETRY if retries_so_far < 1 else Action.FALLBACK)
     if code is ErrorCode.CONTENT_POLICY:
-        return Decision(Action.STOP if policy.content_policy is ContentPolicyAction.RETURN else Action.FALLBACK)
+        return RetryDecision(Action.STOP if policy.content_policy is ContentPolicyAction.RETURN else Action.FALLBACK)
     if code in (ErrorCode.CONTEXT_WINDOW_EXCEEDED, ErrorCode.AUTH_ERROR, ErrorCode.QUOTA_EXCEEDED,
                 ErrorCode.PROVIDER_ERROR):
-        return Decision(Action.FALLBACK)
+        return RetryDecision(Action.FALLBACK)
     rule = policy.rule(code.value)
     if retries_so_far >= rule.retries:
-        return Decision(Action.FALLBACK)
+        return RetryDecision(Action.FALLBACK)
     if code is ErrorCode.RATE_LIMITED and error.retry_after_s is not None:
-        return Decision(Action.RETRY, error.retry_after_s)  # the provider's word beats our backoff cap
-    return Decision(Action.RETRY, backoff_delay(retries_so_far + 1, rule.base_delay_s, rule.max_delay_s, rng))
+        return RetryDecision(Action.RETRY, error.retry_after_s)  # the provider's word beats our backoff cap
+    return RetryDecision(Action.RETRY, backoff_delay(retries_so_far + 1, rule.base_delay_s, rule.max_delay_s, rng))

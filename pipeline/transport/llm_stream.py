@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pipeline.contracts.models import ErrorCode
@@ -105,49 +105,88 @@ async def _stream(
     acompletion: Callable[..., Awaitable[Any]], spec: Endpoint, kwargs: dict[str, Any], on_delta: DeltaSink,
     secrets: tuple[str, ...], limits: StreamLimits, timeout_s: float,
 ) -> ProviderResponse:
-    import litellm
-
     t0 = time.perf_counter()
     deadline = time.monotonic() + timeout_s
-    try:
-        async with asyncio.timeout(min(timeout_s, limits.first_token_timeout_s)):
-            stream = await acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
-    except TimeoutError:
-        raise ProviderError(ErrorCode.TIMEOUT, f"{spec.name}: no answer within "
-                                               f"{min(timeout_s, limits.first_token_timeout_s):g} s") from None
-    except Exception as exc:
-        raise classify(exc, secrets) from None
+    stream = await _open(acompletion, spec, kwargs, secrets, min(timeout_s, limits.first_token_timeout_s))
     progress = _Progress()
     iterator = stream.__aiter__()
     try:
-        while True:
-            wait, limit = _next_wait(progress, limits, deadline)
-            try:
-                async with asyncio.timeout(max(wait, 0.0)):
-                    chunk = await iterator.__anext__()
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                if progress.finished:
-                    break  # the answer is complete; its terminator (or usage) never came
-                raise _broken(progress, spec, kwargs, ErrorCode.TIMEOUT, _timeout_text(limit, wait)) from None
-            except Exception as exc:
-                error = classify(exc, secrets)
-                if not progress.delivered:
-                    raise error from None
-                raise _broken(progress, spec, kwargs, ErrorCode.STREAM_INTERRUPTED, error.message,
-                              status=error.status) from None
-            delta = progress.add(chunk)
-            if delta:
-                if not progress.delivered:
-                    progress.ttft_ms = (time.perf_counter() - t0) * 1000
-                progress.texts.append(delta)
-                await on_delta(delta)
-                progress.delivered += 1
-            if progress.finished and progress.usage is not None:
-                break  # everything an answer needs is here: do not wait on the terminator
+        await _read(iterator, progress, _StreamCall(spec, kwargs, secrets, limits, deadline), on_delta, t0)
     finally:
         await _close(stream)
+    return _assemble(progress, spec, kwargs)
+
+
+async def _open(
+    acompletion: Callable[..., Awaitable[Any]], spec: Endpoint, kwargs: dict[str, Any], secrets: tuple[str, ...],
+    within_s: float,
+) -> Any:
+    """Start the streamed call within the first token's limit (it bounds LiteLLM's setup and the connection too)."""
+    try:
+        async with asyncio.timeout(within_s):
+            return await acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
+    except TimeoutError:
+        raise ProviderError(ErrorCode.TIMEOUT, f"{spec.name}: no answer within {within_s:g} s") from None
+    except Exception as exc:
+        raise classify(exc, secrets) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _StreamCall:
+    """One stream's call and the limits it is read within (what a broken stream's error needs)."""
+
+    spec: Endpoint
+    kwargs: dict[str, Any]
+    secrets: tuple[str, ...]
+    limits: StreamLimits
+    deadline: float  # time.monotonic() by which the whole attempt ends
+
+
+async def _read(iterator: Any, progress: _Progress, call: _StreamCall, on_delta: DeltaSink, t0: float) -> None:
+    """Chunks into `progress`, each text delta to the sink as it comes, until the stream ends or
+    the answer is complete with its usage (there is no need to wait on the terminator then)."""
+    while (chunk := await _next_chunk(iterator, progress, call)) is not _END:
+        delta = progress.add(chunk)
+        if delta:
+            if not progress.delivered:
+                progress.ttft_ms = (time.perf_counter() - t0) * 1000
+            progress.texts.append(delta)
+            await on_delta(delta)
+            progress.delivered += 1
+        if progress.finished and progress.usage is not None:
+            return
+
+
+#: What `_next_chunk` returns when the stream is over.
+_END = object()
+
+
+async def _next_chunk(iterator: Any, progress: _Progress, call: _StreamCall) -> Any:
+    """The next chunk within the limit that applies now, or `_END`; a timeout or a failure is an error,
+    except a missing terminator after the finish reason."""
+    wait, limit = _next_wait(progress, call.limits, call.deadline)
+    try:
+        async with asyncio.timeout(max(wait, 0.0)):
+            return await iterator.__anext__()
+    except StopAsyncIteration:
+        return _END
+    except TimeoutError:
+        if progress.finished:
+            return _END  # the answer is complete; its terminator (or usage) never came
+        raise _broken(progress, call.spec, call.kwargs, ErrorCode.TIMEOUT, _timeout_text(limit, wait)) from None
+    except Exception as exc:
+        error = classify(exc, call.secrets)
+        if not progress.delivered:
+            raise error from None
+        raise _broken(progress, call.spec, call.kwargs, ErrorCode.STREAM_INTERRUPTED, error.message,
+                      status=error.status) from None
+
+
+def _assemble(progress: _Progress, spec: Endpoint, kwargs: dict[str, Any]) -> ProviderResponse:
+    """The response rebuilt from the chunks of a stream that finished, its token counts marked as
+    estimates when the provider sent none."""
+    import litellm
+
     if not progress.finished:
         raise _broken(progress, spec, kwargs, ErrorCode.STREAM_INTERRUPTED, "the stream ended without a finish reason")
     try:

@@ -18,8 +18,7 @@ from pipeline.catalog import Catalog
 from pipeline.contracts.models import BudgetAlert, CompletionReply, CompletionRequest, ErrorCode, SkipReason, UsageEvent
 from pipeline.observability import metrics
 from pipeline.settings import Settings
-from pipeline.stages.budget import BudgetAlert as BudgetAlertCrossing
-from pipeline.stages.budget import BudgetGuard, BudgetRefusal, Reservation
+from pipeline.stages.budget import BudgetGuard, BudgetRefusal, CrossedThreshold, Reservation
 from pipeline.stages.call import AnswerCache, CallContext, CallOutcome, call_with_fallback
 from pipeline.stages.deployments import DeploymentPool
 from pipeline.stages.reply import build_reply, error_reply, routing_info, usage_events
@@ -146,9 +145,8 @@ class StagePipeline:
                 await chunks.close()  # every chunk acknowledged before the final reply is built
             reply = build_reply(request, plan, outcome, (time.perf_counter() - started) * 1000,
                                 stream_id=chunks.stream_id if chunks else None,
-                                stream_chunks=chunks.published if chunks else 0)
-            if chunks is not None and chunks.restarts:
-                reply = reply.model_copy(update={"stream_restarts": chunks.restarts})
+                                stream_chunks=chunks.published if chunks else 0,
+                                stream_restarts=chunks.restarts if chunks else 0)
         except Exception as exc:
             await self.publish_usage(request, usage)  # the calls happened: record them before failing
             raise FailedAfterCalls(f"{type(exc).__name__}: {exc}") from exc
@@ -210,7 +208,7 @@ class StagePipeline:
         await self._out.usage(request.request_id, [encode_usage(e) for e in events])
         metrics.observe_attempts(events)
 
-    async def publish_alert(self, alert: BudgetAlertCrossing) -> None:
+    async def publish_alert(self, alert: CrossedThreshold) -> None:
         """One alert per budget window (the ledger guarantees once), to the alerts topic and the log."""
         assert self.budget is not None
         (spent,) = await self.budget.ledger.values([alert.line.key])
