@@ -136,15 +136,26 @@ async def test_timeout_fault(sim: ProviderSimulator, ctl: SimulatorClient, provi
     started = time.perf_counter()
     with pytest.raises(litellm.Timeout):
         await complete(sim, provider, timeout=0.5)
-    assert time.perf_counter() - started < 2
+    # Cut by the client's 0.5 s timeout: not before it, and long before the 5 s hang ends.
+    assert 0.45 <= time.perf_counter() - started < 2
     (entry,) = await ctl.requests()
     assert entry["outcome"] == "timeout" and entry["latency_ms"] >= 5000
 
 
-async def test_timeout_fault_answers_after_hang(sim: ProviderSimulator, ctl: SimulatorClient) -> None:
-    await ctl.set_rules([FaultRule(fault="timeout", hang_s=0.2)])
-    response = await complete(sim, "ollama_chat", timeout=5)
+@pytest.mark.parametrize("provider", ALL)
+async def test_timeout_fault_answers_after_hang(sim: ProviderSimulator, ctl: SimulatorClient, provider: str) -> None:
+    """A hang shorter than the client's timeout delays the answer by at least `hang_s`, then it
+    arrives in full."""
+    hang_s = 0.5
+    await complete(sim, provider)  # warm up: a provider's first call through LiteLLM can take ~1 s by itself
+    await ctl.clear_requests()
+    await ctl.set_rules([FaultRule(fault="timeout", hang_s=hang_s)])
+    started = time.perf_counter()
+    response = await complete(sim, provider, timeout=5)
+    assert time.perf_counter() - started >= hang_s  # the simulator held the answer back that long
     assert response.usage.completion_tokens == 16
+    (entry,) = await ctl.requests()
+    assert entry["outcome"] == "timeout" and entry["latency_ms"] >= hang_s * 1000
 
 
 async def test_times_budget(sim: ProviderSimulator, ctl: SimulatorClient) -> None:

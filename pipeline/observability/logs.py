@@ -1,7 +1,9 @@
 """Process-wide logging: one JSON object per line (or plain text), libraries quieter.
 
 Request context travels in `extra=` (request_id, tenant, task_type, model) and becomes JSON
-fields. Prompt text is never logged unless PIPELINE_LOG_PROMPTS asks for it; secrets never are.
+fields. Prompt text and secrets are never logged: the pipeline logs ids, not content, and the
+libraries that would (the provider SDKs log whole request bodies at DEBUG) are held at WARNING
+whatever LOG_LEVEL says.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import logging
 from datetime import UTC, datetime
 
 _NOISY = ("aiokafka", "faststream", "pipeline.kafka", "LiteLLM", "litellm", "httpx", "httpcore", "asyncio",
-          "aiohttp.access")
+          "aiohttp.access", "openai", "anthropic")
 #: Fields that log calls may pass in `extra=` and that become top-level JSON keys.
 CONTEXT_FIELDS = ("request_id", "tenant", "task_type", "model", "status", "attempts", "cost_usd", "error_code",
                   "deployment", "topic", "partition", "offset")

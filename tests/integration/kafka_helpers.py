@@ -40,11 +40,13 @@ def encode(doc: dict[str, Any]) -> bytes:
 
 
 async def read_topic(
-    bootstrap: str, topic: str, *, count: int, timeout_s: float = 60, settle_s: float = 0.0
+    bootstrap: str, topic: str, *, count: int | None, timeout_s: float = 60, settle_s: float = 0.0
 ) -> list[ConsumerRecord]:
     """Read `count` records from the start of every partition (no consumer group).
 
     With `settle_s`, keep reading that long after reaching `count` to catch unexpected extras.
+    With `count=None`, read every record up to the partitions' end offsets as they are when the
+    read starts (however many that is, none included).
     """
     deadline = time.monotonic() + timeout_s
     partitions = await topic_partitions(bootstrap, topic, timeout_s=timeout_s)
@@ -54,17 +56,21 @@ async def read_topic(
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps) if count is None else {}
         records: list[ConsumerRecord] = []
         settle_until = None
         while time.monotonic() < deadline:
+            if count is None and not [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                return records
             batch = await consumer.getmany(timeout_ms=200)
             for recs in batch.values():
                 records.extend(recs)
-            if len(records) >= count:
+            if count is not None and len(records) >= count:
                 settle_until = settle_until or time.monotonic() + settle_s
                 if time.monotonic() >= settle_until:
                     return records
-        raise TimeoutError(f"read {len(records)} of {count} records from {topic}")
+        wanted = f"the end offsets {ends}" if count is None else f"{count} records"
+        raise TimeoutError(f"read {len(records)} records of {topic} within {timeout_s}s, not {wanted}")
     finally:
         await consumer.stop()
 

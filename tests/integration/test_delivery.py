@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import orjson
 import pytest
@@ -163,28 +164,60 @@ async def test_all_candidates_rate_limited_waits_instead_of_failing(settings, st
 
 @pytest.mark.parametrize("ordered", [True, False])
 async def test_per_key_ordering_is_optional(settings, ordered: bool) -> None:
-    """With ordering on, records of one key finish in offset order even when early ones are slow."""
-    import random
-
+    """With `ordered_by_key`, the records of one key run one at a time, in offset order, even when
+    an early one is slow, and other keys go on past it. Without it, records of one key run
+    concurrently (what order they then finish in is not promised, so it is not asserted)."""
     topic = settings.topic_requests
     await ensure_topics(settings.kafka_bootstrap_servers, [topic], partitions=1)
-    rng = random.Random(7)
-    delays = {i: rng.uniform(0, 0.2) for i in range(30)}
-    finished: dict[bytes, list[int]] = {b"a": [], b"b": []}
+    n = 30
+    keys = (b"a", b"b")
+    offsets_of = {key: [i for i in range(n) if (b"a" if i % 2 else b"b") == key] for key in keys}
+    slow = offsets_of[b"a"][0]  # the first record of key "a" is held back (see below)
+    running = dict.fromkeys(keys, 0)
+    most_running = dict.fromkeys(keys, 0)
+    started: dict[bytes, list[int]] = {key: [] for key in keys}
+    finished: dict[bytes, list[int]] = {key: [] for key in keys}
+    seen_while_held: list[bool] = []
+    # Ordered: every "b" record finishes while the slow "a" one runs (keys are independent).
+    # Unordered: a later "a" record starts while the slow one runs (one key, concurrently).
+    awaited = asyncio.Event()
+
+    def progress() -> None:
+        if (len(finished[b"b"]) == len(offsets_of[b"b"])) if ordered else (len(started[b"a"]) >= 2):
+            awaited.set()
 
     async def process(record) -> None:
-        i = int(record.value)
-        await asyncio.sleep(delays[i])
-        finished[record.key].append(i)
+        i, key = int(record.value), record.key
+        running[key] += 1
+        most_running[key] = max(most_running[key], running[key])
+        started[key].append(i)
+        progress()
+        try:
+            if i == slow:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(awaited.wait(), 10)
+                seen_while_held.append(awaited.is_set())
+            else:
+                await asyncio.sleep(0.01)
+        finally:
+            running[key] -= 1
+            finished[key].append(i)
+            progress()
 
     intake = ConcurrentIntake(build_consumer(settings, settings.consumer_group), topic, process,
                               IntakeLimits(ordered_by_key=ordered))
     await intake.start()
     try:
         await produce(settings.kafka_bootstrap_servers, topic,
-                      [(b"a" if i % 2 else b"b", str(i).encode()) for i in range(30)])
-        await eventually(lambda: _true(sum(map(len, finished.values())) == 30))
+                      [(b"a" if i % 2 else b"b", str(i).encode()) for i in range(n)])
+        await eventually(lambda: _true(sum(map(len, finished.values())) == n))
     finally:
         await intake.stop()
-    in_order = all(v == sorted(v) for v in finished.values())
-    assert in_order if ordered else not in_order  # unordered: random delays reorder them
+    assert {key: sorted(done) for key, done in finished.items()} == offsets_of  # each record once
+    if ordered:
+        assert most_running == {b"a": 1, b"b": 1}, f"records of one key overlapped: {most_running}"
+        assert started == finished == offsets_of  # one key: started and finished in offset order
+        assert seen_while_held == [True], "key b waited for key a's slow record"
+    else:
+        assert seen_while_held == [True], "no other record of key a started while its first one ran"
+        assert most_running[b"a"] >= 2

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,8 +41,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from pipeline.contracts.models import CompletionChunk, CompletionReply, DeadLetterHeader
-from pipeline.transport.kafka import ensure_topics, topic_partitions
-from tests.integration.kafka_helpers import eventually, header, request_doc
+from pipeline.transport.kafka import ensure_topics
+from tests.integration.kafka_helpers import eventually, header, read_topic, request_doc
 
 pytestmark = pytest.mark.kafka
 
@@ -589,27 +588,6 @@ async def produce_cases(bootstrap: str, topic: str, cases: list[Case]) -> None:
         await producer.stop()
 
 
-async def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30) -> list[ConsumerRecord]:
-    """Every record of `topic` up to its current end offsets."""
-    partitions = await topic_partitions(bootstrap, topic, timeout_s=timeout_s)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        records: list[ConsumerRecord] = []
-        deadline = time.monotonic() + timeout_s
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            assert time.monotonic() < deadline, f"seed={SEED}: could not read {topic} to {ends}"
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
-
-
 async def committed_offsets(bootstrap: str, group: str, tps: list[TopicPartition]) -> dict[int, int | None]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
@@ -703,9 +681,9 @@ async def test_fuzzed_records_each_end_in_their_documented_outcome(settings, sta
     assert ready, f"seed={SEED}: worker not ready: {details}"
 
     # Everything the worker published was acknowledged before its record was committed.
-    replies, chunks = parse_outputs(await read_to_end(bootstrap, topics.replies)
-                                    + await read_to_end(bootstrap, topics.alt_replies))
-    dead_letters = await read_to_end(bootstrap, topics.dlq)
+    replies, chunks = parse_outputs(await read_topic(bootstrap, topics.replies, count=None, timeout_s=30)
+                                    + await read_topic(bootstrap, topics.alt_replies, count=None, timeout_s=30))
+    dead_letters = await read_topic(bootstrap, topics.dlq, count=None, timeout_s=30)
 
     check_dead_letters(cases, dead_letters, topics)
     check_replies(cases, replies)

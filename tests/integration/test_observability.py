@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import re
@@ -12,7 +13,7 @@ import pytest
 
 from pipeline.client import PipelineClient
 from pipeline.contracts.models import CompletionRequest
-from tests.integration.kafka_helpers import eventually
+from tests.integration.kafka_helpers import eventually, header, read_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -107,15 +108,90 @@ async def test_readiness_flips_when_the_broker_goes_away(settings, sim, tmp_path
         await asyncio.to_thread(kafka.stop)
 
 
-def test_json_log_lines_carry_request_context_and_no_prompt(capsys) -> None:
-    from pipeline.observability.logs import configure_logging
+#: A prompt nobody else would write: wherever it turns up, the prompt leaked there.
+PROMPT_MARKER = "zq-PROMPT-MARKER-7f3a91c2"
 
-    configure_logging("INFO", "json")
-    logging.getLogger("pipeline.worker.handler").info(
-        "request %s -> ok", "r-7", extra={"request_id": "r-7", "tenant": "acme", "task_type": "summarize",
-                                          "model": "sim-llama"})
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    doc = json.loads(line)
-    assert doc["request_id"] == "r-7" and doc["tenant"] == "acme" and doc["model"] == "sim-llama"
-    assert doc["level"] == "info" and re.match(r"\d{4}-\d\d-\d\dT", doc["ts"])
-    configure_logging("INFO", "text")
+
+@pytest.fixture
+def json_logs():
+    """The worker's logging as in production (`configure_logging`: JSON lines), at DEBUG so that
+    every line the pipeline can write is checked. The handler's stream is swapped for a buffer
+    (pytest's own capture closes the streams it lends out between phases); the previous logging
+    set-up is put back afterwards."""
+    from pipeline.observability.logs import _NOISY, JsonFormatter, configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, {name: logging.getLogger(name).level for name in _NOISY}
+    configure_logging("DEBUG", "json")
+    (handler,) = [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]
+    buffer = io.StringIO()
+    handler.setStream(buffer)  # type: ignore[attr-defined]
+    yield buffer
+    root.handlers[:], root.level = saved[0], saved[1]
+    for name, level in saved[2].items():
+        logging.getLogger(name).setLevel(level)
+
+
+async def test_json_log_lines_carry_request_context_and_no_prompt(settings, start_worker, sim, json_logs) -> None:
+    """A request that is answered, one that falls back, one whose every candidate fails and one
+    refused by validation, each carrying the marker in its prompt: the JSON log lines name the
+    request's context, and the marker appears in no log line, no metric, no reply, no usage event
+    or usage row and no dead-letter header (a dead letter's value is the original record, on purpose)."""
+    worker = await start_worker()
+    messages = [  # the simulator quotes the last user turn back: that one carries no marker
+        {"role": "system", "content": f"system prompt {PROMPT_MARKER}"},
+        {"role": "user", "content": f"earlier turn {PROMPT_MARKER}"},
+        {"role": "assistant", "content": f"earlier answer {PROMPT_MARKER}"},
+        {"role": "user", "content": "and now?"},
+    ]
+    replies = {}
+    async with PipelineClient(settings) as client:
+        replies["np-ok"] = await client.complete(CompletionRequest(
+            request_id="np-ok", task_type="summarize", tenant="np-co", messages=messages), timeout=30)
+        await sim.add_rule({"model": "gpt-4o-mini", "fault": "auth", "times": 1})
+        replies["np-fallback"] = await client.complete(CompletionRequest(
+            request_id="np-fallback", task_type="summarize", tenant="np-co", messages=messages), timeout=30)
+        await sim.add_rule({"model": "gpt-4o-mini", "fault": "auth"})
+        await sim.add_rule({"model": "claude-haiku-4-5", "fault": "auth"})
+        replies["np-failed"] = await client.complete(CompletionRequest(
+            request_id="np-failed", task_type="summarize", tenant="np-co", messages=messages), timeout=30)
+        invalid = {"request_id": "np-invalid", "task_type": "summarize", "messages": messages, "temperature": "hot"}
+        waiter = await client.publish_raw(json.dumps(invalid).encode(), expect_request_id="np-invalid")
+        replies["np-invalid"] = await asyncio.wait_for(waiter, 30)
+    assert {rid: r.status for rid, r in replies.items()} == {
+        "np-ok": "ok", "np-fallback": "ok", "np-failed": "error", "np-invalid": "error"}
+    assert replies["np-fallback"].model == "sim-claude-haiku"
+    assert "sim reply" in (replies["np-ok"].content or "")  # the provider was really called
+
+    db = settings.clickhouse_database
+    rows = await eventually(lambda: worker.store.query(
+        f"SELECT * FROM {db}.llm_usage FINAL WHERE (SELECT count(DISTINCT request_id) FROM {db}.llm_usage) = 3"),
+        timeout_s=30)
+    bootstrap = settings.kafka_bootstrap_servers
+    reply_records = await read_topic(bootstrap, settings.topic_replies, count=None, timeout_s=30)
+    usage_records = await read_topic(bootstrap, settings.topic_usage, count=None, timeout_s=30)
+    (dead,) = await read_topic(bootstrap, settings.topic_dlq, count=1, timeout_s=30)
+    assert header(dead, "dlq_request_id") == "np-invalid" and PROMPT_MARKER.encode() in dead.value
+    metrics_text = await scrape(worker.http.port)
+    await worker.stop()  # its last log lines too
+    log_text = json_logs.getvalue()
+
+    # The log lines are JSON and carry the request's context.
+    docs = [json.loads(line) for line in log_text.splitlines() if line.startswith("{")]
+    (served,) = [d for d in docs if d.get("request_id") == "np-ok"]
+    assert served["tenant"] == "np-co" and served["task_type"] == "summarize" and served["model"] == "sim-gpt-4o-mini"
+    assert served["status"] == "ok" and served["level"] == "info" and re.match(r"\d{4}-\d\d-\d\dT", served["ts"])
+    assert any("schema_invalid: temperature" in d["message"] for d in docs)  # the rejection, with its reason
+
+    # ...and nowhere is the prompt.
+    outputs = {
+        "log output": log_text,
+        "metrics": metrics_text,
+        "reply records": " ".join(r.value.decode() for r in reply_records),
+        "usage events": " ".join(r.value.decode() for r in usage_records),
+        "usage rows": repr(rows),
+        "dead-letter headers": repr(dead.headers),
+    }
+    assert len(reply_records) == 4 and len(usage_records) >= 5 and len(log_text) > 0
+    leaks = {where: text.count(PROMPT_MARKER) for where, text in outputs.items() if PROMPT_MARKER in text}
+    assert leaks == {}, f"the prompt text leaked into: {leaks}"
