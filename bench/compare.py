@@ -241,7 +241,8 @@ class Bench:
         run = f"bench{int(time.time())}"
         # A fresh broker per run, so the default topic names (which the driver's client uses) are free.
         topics = ["llm.requests", "llm.replies", "llm.usage", "llm.requests.dlq", "llm.usage.dlq", "llm.alerts"]
-        asyncio.run(ensure_topics(kafka.bootstrap_servers, topics, partitions=self.args.partitions))
+        asyncio.run(ensure_topics({"bootstrap_servers": kafka.bootstrap_servers}, topics,
+                                  partitions=self.args.partitions))
         self.pipeline_env = {
             **self.base_env, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "REDIS_URL": redis.url, "CLICKHOUSE_URL": f"chdb://{self.stack.work / 'chdb'}",

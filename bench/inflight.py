@@ -42,7 +42,8 @@ async def main(args: argparse.Namespace) -> None:
     run = f"bench{int(time.time())}"
     topics = {"PIPELINE_TOPIC_REQUESTS": f"{run}.requests", "PIPELINE_TOPIC_REPLIES": f"llm.replies.{run}",
               "PIPELINE_TOPIC_USAGE": f"{run}.usage", "PIPELINE_TOPIC_DLQ": f"{run}.dlq"}
-    await ensure_topics(kafka.bootstrap_servers, list(topics.values()), partitions=args.partitions)
+    await ensure_topics({"bootstrap_servers": kafka.bootstrap_servers}, list(topics.values()),
+                        partitions=args.partitions)
     env = {**os.environ, **topics, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
            "PIPELINE_SIMULATOR_URL": sim.url, "PIPELINE_CONFIG_DIR": str(REPO / "config"),
            "PIPELINE_CONSUMER_GROUP": f"{run}-workers", "PIPELINE_MAX_IN_FLIGHT": str(args.max_in_flight),

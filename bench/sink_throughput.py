@@ -38,7 +38,7 @@ async def main(args: argparse.Namespace) -> None:
                         clickhouse_url=f"chdb://{tempfile.mkdtemp()}", clickhouse_database="bench",
                         usage_batch_size=args.batch_size, usage_flush_interval_s=1.0, config_dir=REPO / "config",
                         create_topics=False)
-    await ensure_topics(kafka.bootstrap_servers, [settings.topic_usage, settings.topic_usage_dlq], partitions=4)
+    await ensure_topics(settings, [settings.topic_usage, settings.topic_usage_dlq], partitions=4)
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     t0 = time.perf_counter()

@@ -16,7 +16,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 #: Session fixture -> the marker of the real part it starts (see pyproject's `markers`).
-_NEEDS = {"kafka_bootstrap": "kafka", "redis_url": "redis", "chdb_dir": "chdb"}
+_NEEDS = {"kafka_bootstrap": "kafka", "redis_url": "redis", "redis_auth": "redis", "redis_tls": "redis",
+          "chdb_dir": "chdb"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -120,3 +121,27 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with RedisServer(tmp_path_factory.mktemp("redis")) as server:
         yield server.url
+
+
+#: The password of the `redis_auth` and `redis_tls` servers: distinctive, so leak tests can grep for it.
+REDIS_TEST_PASSWORD = "redis-pw-LEAKCHECK-7f3a"
+
+
+@pytest.fixture(scope="session")
+def redis_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A redis-server with `requirepass` (`.url` carries the password, `.password` is it)."""
+    from pipeline.local.redis_server import RedisServer
+
+    with RedisServer(tmp_path_factory.mktemp("redis-auth"), password=REDIS_TEST_PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A TLS-only redis-server with `requirepass`, its certificate signed by a throwaway CA
+    (`.tls.ca_cert`); `.url` is `rediss://:password@127.0.0.1:port/0`."""
+    from pipeline.local.redis_server import RedisServer, TlsFiles
+
+    work = tmp_path_factory.mktemp("redis-tls")
+    with RedisServer(work, password=REDIS_TEST_PASSWORD, tls=TlsFiles.create(work / "tls")) as server:
+        yield server

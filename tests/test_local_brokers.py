@@ -30,8 +30,8 @@ def tansu() -> Iterator[EmbeddedBroker]:
 
 async def _roundtrip(bootstrap: str, **consumer_config: int) -> None:
     topic = f"t-{uuid.uuid4().hex[:8]}"
-    await ensure_topics(bootstrap, [topic], partitions=4)
-    await ensure_topics(bootstrap, [topic], partitions=4)  # idempotent
+    await ensure_topics({"bootstrap_servers": bootstrap}, [topic], partitions=4)
+    await ensure_topics({"bootstrap_servers": bootstrap}, [topic], partitions=4)  # idempotent
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -88,7 +88,7 @@ def test_start_failure_reports_logs() -> None:
 async def test_apache_kafka_kill_and_restart_keeps_data() -> None:
     with ApacheKafka() as broker:
         topic = "durable"
-        await ensure_topics(broker.bootstrap_servers, [topic], partitions=1)
+        await ensure_topics({"bootstrap_servers": broker.bootstrap_servers}, [topic], partitions=1)
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
         await producer.start()
         await producer.send_and_wait(topic, b"before-crash")

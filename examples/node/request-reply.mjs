@@ -4,26 +4,38 @@
 //
 // The contract is the JSON Schemas in ../../schemas (completion_request, completion_reply,
 // completion_chunk); this file only builds a request that satisfies it and reads the reply.
-// It reads replies from a reply topic of its own (llm.replies.node-<id>, allowed by the
-// pipeline's default PIPELINE_ALLOWED_REPLY_TOPICS=llm.replies*), created before publishing and
+// It reads replies from a reply topic of its own (<PIPELINE_TOPIC_REPLIES>.<TENANT>.node-<id>, allowed
+// by the pipeline's default PIPELINE_ALLOWED_REPLY_TOPICS={replies}.{tenant},{replies}.{tenant}.*:
+// a tenant may reply only to its own topics), created before publishing and
 // read from its beginning, so no reply can be missed or taken by another reader. Deleted at
 // exit unless REPLY_TOPIC names a topic you keep.
 //
 // Environment: KAFKA_BOOTSTRAP_SERVERS (127.0.0.1:9092), PIPELINE_TOPIC_REQUESTS (llm.requests),
-// REPLY_TOPIC, TIMEOUT_MS (60000), TENANT (default). Prints the reply JSON; exit 0 on status ok,
-// 1 on an error reply, 3 on timeout.
+// PIPELINE_TOPIC_REPLIES (llm.replies), REPLY_TOPIC, TIMEOUT_MS (60000), TENANT (default), PIPELINE_TENANT_SIGNING_KEY (the tenant's key
+// when the pipeline runs PIPELINE_TENANT_AUTH=signature: see sign() below and docs/security.md).
+// Prints the reply JSON; exit 0 on status ok, 1 on an error reply, 3 on timeout.
 
-import { randomUUID } from "node:crypto";
+import { createHmac, randomUUID } from "node:crypto";
 import { Kafka, logLevel } from "kafkajs";
 
 const brokers = (process.env.KAFKA_BOOTSTRAP_SERVERS || "127.0.0.1:9092").split(",");
 const requestsTopic = process.env.PIPELINE_TOPIC_REQUESTS || "llm.requests";
 const ownTopic = !process.env.REPLY_TOPIC;
-const replyTopic = process.env.REPLY_TOPIC || `llm.replies.node-${randomUUID().slice(0, 8)}`;
+const repliesPrefix = `${process.env.PIPELINE_TOPIC_REPLIES || "llm.replies"}.${process.env.TENANT || "default"}`;
+const replyTopic = process.env.REPLY_TOPIC || `${repliesPrefix}.node-${randomUUID().slice(0, 8)}`;
 const timeoutMs = Number(process.env.TIMEOUT_MS || 60000);
 const [taskType = "summarize", text = "Summarise: Kafka is a distributed commit log."] = process.argv.slice(2);
 
 const kafka = new Kafka({ clientId: "llm-pipeline-node-example", brokers, logLevel: logLevel.WARN });
+
+// The x-pipeline-signature header: HMAC-SHA256 with the tenant's key over
+// "v1:" + the key's length (4 bytes, big-endian) + key + value, exactly the bytes published.
+function sign(secret, key, value) {
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(key.length);
+  const mac = createHmac("sha256", secret).update(Buffer.concat([Buffer.from("v1:"), len, key, value]));
+  return `v1=${mac.digest("hex")}`;
+}
 
 async function withAdmin(fn) {
   const admin = kafka.admin();
@@ -64,12 +76,14 @@ async function main() {
       reply_to: replyTopic,
       metadata: { client: "node-example" },
     };
+    const key = Buffer.from(requestId, "utf8");
+    const value = Buffer.from(JSON.stringify(request), "utf8"); // signed and sent as these very bytes
+    const headers = { correlation_id: requestId };
+    if (process.env.PIPELINE_TENANT_SIGNING_KEY) {
+      headers["x-pipeline-signature"] = sign(process.env.PIPELINE_TENANT_SIGNING_KEY, key, value);
+    }
     await producer.connect();
-    await producer.send({
-      topic: requestsTopic,
-      acks: -1,
-      messages: [{ key: requestId, value: JSON.stringify(request), headers: { correlation_id: requestId } }],
-    });
+    await producer.send({ topic: requestsTopic, acks: -1, messages: [{ key, value, headers }] });
 
     try {
       const body = await reply;

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.catalog.errors import ConfigError
 from pipeline.catalog.resilience import Deployment, Resilience
+from pipeline.catalog.secrets import SecretLookup, resolve_key
 from pipeline.catalog.yaml_loader import load_yaml_mapping
+
+#: The ways a catalog entry names its key (as written in models.yaml).
+_KEY_FIELDS = ("api_key_env", "api_key_file", "api_key")
 
 #: LiteLLM provider prefixes that name the same upstream API family.
 _PROVIDER_ALIASES = {"ollama_chat": "ollama", "hosted_vllm": "vllm"}
@@ -27,13 +30,17 @@ class Price(BaseModel):
 class ModelSpec(BaseModel):
     """One catalog entry. `name` is what requests and routes refer to."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, hide_input_in_errors=True)
 
     name: str
     litellm_model: str = Field(description="LiteLLM model string, e.g. openai/gpt-4o-mini.")
     api_base: str | None = None
     api_key_env: str | None = Field(
         default=None, description="Name of the environment variable holding the API key (never the key)."
+    )
+    api_key_file: str | None = Field(default=None, description="A mounted secret file holding the key.")
+    api_key_ref: str | None = Field(
+        default=None, alias="api_key", description="References only: ${NAME}, os.environ/NAME, {secret_name}."
     )
     provider: str = ""
     context_window: int | None = Field(default=None, gt=0)
@@ -54,9 +61,9 @@ class ModelSpec(BaseModel):
             return data
         name = data.get("name", "")
         raw = data.get("deployments") or [{"id": "default"}]
-        inherited = {k: data[k] for k in ("litellm_model", "api_base", "api_key_env") if data.get(k) is not None}
+        inherited = {k: data[k] for k in ("litellm_model", "api_base", *_KEY_FIELDS) if data.get(k) is not None}
         data = {**data, "deployments": [
-            {**inherited, **d, "name": f"{name}@{d.get('id', i)}" if data.get("deployments") else name}
+            {**_inherit(inherited, d), **d, "name": f"{name}@{d.get('id', i)}" if data.get("deployments") else name}
             if isinstance(d, dict) else d
             for i, d in enumerate(raw)
         ]}
@@ -74,9 +81,16 @@ class ModelSpec(BaseModel):
             object.__setattr__(self, "provider", _PROVIDER_ALIASES.get(prefix, prefix))
         return self
 
-    def api_key(self) -> str | None:
-        """The key from the environment at call time, so rotating a secret needs no reload."""
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
+    def api_key(self, secrets: SecretLookup | None = None) -> str | None:
+        """The key at call time (env, file or reference), so rotating a secret needs no reload."""
+        return resolve_key(self, secrets)
+
+
+def _inherit(inherited: dict, deployment: dict) -> dict:
+    """A deployment naming its own key (any of the key fields) inherits none of the model's."""
+    if any(deployment.get(k) is not None for k in _KEY_FIELDS):
+        return {k: v for k, v in inherited.items() if k not in _KEY_FIELDS}
+    return inherited
 
 
 class _CatalogFile(BaseModel):
@@ -90,7 +104,7 @@ def load_models(file: Path) -> dict[str, ModelSpec]:
     """Parse and validate `models.yaml`; every model must have a known price."""
     from pipeline.transport.model_info import token_prices  # local: litellm import is slow
 
-    raw = load_yaml_mapping(file)
+    raw = load_yaml_mapping(file, deferred=frozenset({"api_key"}), litellm_env=True)
     try:
         parsed = _CatalogFile.model_validate(raw)
         base = Resilience().merged(parsed.defaults)

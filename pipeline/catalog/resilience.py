@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline.catalog.secrets import SecretLookup, is_reference, key_source, resolve_key
 
 
 class RetryRule(BaseModel):
@@ -99,16 +100,37 @@ class Resilience(BaseModel):
 class Deployment(BaseModel):
     """One way to reach a catalog model: a provider, key or region. `name` is unique catalog-wide."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, hide_input_in_errors=True)
 
     id: str
     name: str = ""
     litellm_model: str
     api_base: str | None = None
     api_key_env: str | None = None
+    api_key_file: str | None = Field(None, description="A mounted secret file holding the key (read at call time).")
+    api_key_ref: str | None = Field(
+        None, alias="api_key", description="References only: ${NAME}, os.environ/NAME, {secret_name}.")
     weight: float = Field(1.0, gt=0)
     rpm: int | None = Field(None, gt=0)
     tpm: int | None = Field(None, gt=0)
 
-    def api_key(self) -> str | None:
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Deployment:
+        given = [f for f in ("api_key_env", "api_key_file", "api_key_ref") if getattr(self, f)]
+        if len(given) > 1:
+            raise ValueError("set one of api_key_env, api_key_file, api_key (got "
+                             + ", ".join(g.replace("_ref", "") for g in given) + ")")
+        if self.api_key_ref is not None and not is_reference(self.api_key_ref):
+            # Never echo the value: it is likely a pasted key.
+            raise ValueError("api_key must be a reference (${NAME}, os.environ/NAME or {secret_name}), "
+                             "never the key itself: keys do not go in files")
+        return self
+
+    def key_source(self) -> str | None:
+        """How the key is named (`env NAME`, `file PATH`, `secret NAME`), never its value."""
+        return key_source(self)
+
+    def api_key(self, secrets: SecretLookup | None = None) -> str | None:
+        """The key now, read at call time so a rotated secret needs no reload; raises
+        SecretNotFound (a LookupError naming the reference) when it does not resolve."""
+        return resolve_key(self, secrets)

@@ -12,10 +12,17 @@ import yaml
 from pipeline.catalog.errors import ConfigError
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_LITELLM_ENV = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
 
 
-def _interpolate(value: Any, file: Path, where: str) -> Any:
+def _interpolate(value: Any, file: Path, where: str, deferred: frozenset[str] = frozenset(),
+                 litellm_env: bool = False) -> Any:
     if isinstance(value, str):
+        env = _LITELLM_ENV.match(value) if litellm_env else None
+        if env:
+            if env.group(1) not in os.environ:
+                raise ConfigError(file, where, f"environment variable {env.group(1)} is not set")
+            return os.environ[env.group(1)]
 
         def sub(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
@@ -27,14 +34,23 @@ def _interpolate(value: Any, file: Path, where: str) -> Any:
 
         return _VAR.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _interpolate(v, file, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return {k: v if k in deferred else
+                _interpolate(v, file, f"{where}.{k}" if where else str(k), deferred, litellm_env)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, file, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_interpolate(v, file, f"{where}[{i}]", deferred, litellm_env) for i, v in enumerate(value)]
     return value
 
 
-def load_yaml_mapping(file: Path) -> dict[str, Any]:
-    """Read one YAML file that must hold a mapping; interpolate environment variables."""
+def load_yaml_mapping(
+    file: Path, *, deferred: frozenset[str] = frozenset(), litellm_env: bool = False
+) -> dict[str, Any]:
+    """Read one YAML file that must hold a mapping; interpolate environment variables.
+
+    Values under a key in `deferred` (models.yaml's `api_key`) are kept as written: they are
+    secret references, resolved at call time (`catalog/secrets.py`), never at load. With
+    `litellm_env`, a whole value `os.environ/NAME` (LiteLLM's form) is read from the environment too.
+    """
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -52,4 +68,4 @@ def load_yaml_mapping(file: Path) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(file, "", f"expected a mapping at the top level, got {type(data).__name__}")
-    return _interpolate(data, file, "")
+    return _interpolate(data, file, "", deferred, litellm_env)

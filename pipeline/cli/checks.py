@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.settings import Settings
 
@@ -24,20 +25,21 @@ class CheckResult:
 
 
 async def _kafka(settings: Settings) -> CheckResult:
-    from aiokafka.admin import AIOKafkaAdminClient
+    from pipeline.transport.connect_errors import KafkaConnectError
+    from pipeline.transport.kafka import kafka_admin, pipeline_topics
 
-    from pipeline.transport.kafka import pipeline_topics
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=5000)
+    where = f"{settings.kafka_bootstrap_servers} ({settings.kafka_security_protocol}" + (
+        f", {settings.kafka_sasl_mechanism} as {settings.kafka_sasl_username})"
+        if settings.kafka_sasl_mechanism else ")")
     try:
-        await asyncio.wait_for(admin.start(), 8)
-        topics = set(await admin.list_topics())
+        async with asyncio.timeout(8), kafka_admin(settings, request_timeout_ms=5000) as admin:
+            topics = set(await admin.list_topics())
+    except KafkaConnectError as exc:  # names the cause, never the password
+        return CheckResult("kafka", False, str(exc))
     except Exception as exc:
-        return CheckResult("kafka", False, f"{settings.kafka_bootstrap_servers}: {type(exc).__name__}: {exc}")
-    finally:
-        await admin.close()
+        return CheckResult("kafka", False, f"{where}: {type(exc).__name__}: {exc}")
     missing = [t for t in pipeline_topics(settings) if t not in topics]
-    detail = f"{settings.kafka_bootstrap_servers}: {len(topics)} topics"
+    detail = f"{where}: {len(topics)} topics visible"
     if missing:
         detail += f"; missing {missing}" + (" (created at start)" if settings.create_topics else "")
     return CheckResult("kafka", not missing or settings.create_topics, detail)
@@ -45,13 +47,20 @@ async def _kafka(settings: Settings) -> CheckResult:
 
 async def _clickhouse(settings: Settings) -> CheckResult:
     from pipeline.transport.clickhouse import ClickHouseUsageStore
+    from pipeline.urls import mask_url, redact
 
-    store = ClickHouseUsageStore.from_settings(settings)
+    password = settings.clickhouse_password.get_secret_value()
+    shown = mask_url(settings.clickhouse_url)
+    try:
+        store = ClickHouseUsageStore.from_settings(settings)
+    except ValueError as exc:  # a malformed URL; the message names the scheme only
+        return CheckResult("clickhouse", False, f"{shown}: {redact(str(exc), (password,))}")
     try:
         (version,), = await asyncio.wait_for(store.query("SELECT version()"), 35)
-        return CheckResult("clickhouse", True, f"{settings.clickhouse_url.split('@')[-1]}: ClickHouse {version}")
+        return CheckResult("clickhouse", True, f"{shown}: ClickHouse {version}")
     except Exception as exc:
-        return CheckResult("clickhouse", False, f"{type(exc).__name__}: {str(exc)[:200]}")
+        detail = redact(f"{type(exc).__name__}: {str(exc)[:200]}", (password,))
+        return CheckResult("clickhouse", False, f"{shown}: {detail}")
     finally:
         store.close()
 
@@ -59,16 +68,41 @@ async def _clickhouse(settings: Settings) -> CheckResult:
 async def _redis(settings: Settings) -> CheckResult:
     if not settings.redis_url:
         return CheckResult("redis", True, "not configured: state is in-process (one worker)")
-    from pipeline.state.redis_client import connect
+    from pipeline.state.redis_client import connect_from_settings, describe_redis_error
+    from pipeline.urls import mask_url
 
-    client = connect(settings.redis_url)
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    try:
+        client = connect_from_settings(settings)
+    except Exception as exc:  # a malformed URL: redis-py's message may quote it
+        return CheckResult("redis", False, describe_redis_error(exc, settings.redis_url, password))
     try:
         await asyncio.wait_for(client.ping(), 5)
-        return CheckResult("redis", True, "PING ok")
+        return CheckResult("redis", True, f"{mask_url(settings.redis_url)}: PING ok")
     except Exception as exc:
-        return CheckResult("redis", False, f"{type(exc).__name__}: {exc}")
+        return CheckResult("redis", False, describe_redis_error(exc, settings.redis_url, password))
     finally:
         await client.aclose()
+
+
+def _secrets(catalog: Any, settings: Settings) -> CheckResult:
+    """Every enabled deployment's key reference resolves now; failures named, values never shown."""
+    from pipeline.catalog.secrets import SecretSources
+
+    sources = SecretSources.from_settings(settings)
+    missing, keyed = [], 0
+    for spec in catalog.models.values():
+        for d in () if spec.disabled else spec.deployments:
+            if d.key_source() is None:
+                continue
+            keyed += 1
+            try:
+                d.api_key(sources)
+            except LookupError as exc:  # SecretNotFound: names the reference only
+                missing.append(f"{d.name}: {exc.args[0]}")
+    if missing:
+        return CheckResult("secrets", False, "; ".join(missing))
+    return CheckResult("secrets", True, f"{keyed} key references resolve")
 
 
 async def _endpoint(name: str, url: str) -> CheckResult:
@@ -98,6 +132,7 @@ async def run_checks(settings: Settings) -> list[CheckResult]:
             url = d.api_base or DEFAULT_ENDPOINTS.get(d.litellm_model.split("/", 1)[0])
             if url:
                 endpoints.setdefault(url, f"provider {d.litellm_model.split('/', 1)[0]}")
+    results.append(_secrets(catalog, settings))
     checks = [_kafka(settings), _clickhouse(settings), _redis(settings)]
     checks += [_endpoint(name, url) for url, name in endpoints.items()]
     return results + list(await asyncio.gather(*checks))

@@ -101,9 +101,18 @@ def run(
     catalog = _catalog_or_exit(settings)
 
     async def main() -> None:
+        from pipeline.transport.connect_errors import KafkaConnectError
+
         worker = create_worker(settings, catalog=catalog, with_requests=requests, with_sink=sink, reload_config=True)
-        async with worker:
+        try:
+            await worker.start()
+        except KafkaConnectError as exc:  # the cause in words (credentials, certificate), never a password
+            err.print(f"[red]cannot connect to Kafka:[/red] {exc}")
+            raise typer.Exit(1) from None
+        try:
             failure = await _until_signalled(worker.until_failed())
+        finally:
+            await worker.stop()
         if failure is not None:
             err.print(f"[red]worker stopped: the intake died ({failure!r}); exiting 1 so it is restarted[/red]")
             raise typer.Exit(1)
@@ -312,6 +321,7 @@ def models(
     """
     from rich.table import Table as RichTable
 
+    from pipeline.catalog.secrets import SecretSources
     from pipeline.state import shared_state_from_settings
 
     settings = _settings()
@@ -327,7 +337,7 @@ def models(
                                      await health.stats(names))
         finally:
             await state.aclose()
-        probes = await _probe_all(deployments) if check else {}
+        probes = await _probe_all(deployments, secrets=SecretSources.from_settings(settings)) if check else {}
         return cooling, usage, stats, probes
 
     cooling, usage, stats, probes = asyncio.run(gather())
@@ -349,7 +359,7 @@ def models(
         raise typer.Exit(1)
 
 
-async def _probe_all(deployments: list, timeout_s: float = 5.0) -> dict[str, str]:
+async def _probe_all(deployments: list, timeout_s: float = 5.0, secrets: Any = None) -> dict[str, str]:
     """One tiny call per deployment, all at once; anything not done in `timeout_s` is reported so."""
     import time as _time
 
@@ -357,7 +367,7 @@ async def _probe_all(deployments: list, timeout_s: float = 5.0) -> dict[str, str
     from pipeline.transport.llm import LiteLLMProvider
     from pipeline.transport.provider import ProviderError
 
-    provider = LiteLLMProvider()
+    provider = LiteLLMProvider(secrets=secrets)
     request = CompletionRequest(request_id="health-check", task_type="health-check", max_tokens=1,
                                 messages=[ChatMessage(role="user", content="ping")])
 

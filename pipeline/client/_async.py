@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
@@ -44,7 +44,8 @@ from pipeline.contracts.models import (
     Usage,
 )
 from pipeline.settings import Settings
-from pipeline.transport.kafka import ensure_topics, topic_partitions
+from pipeline.stages.authenticate import SIGNATURE_HEADER, TenantTopics, sign
+from pipeline.transport.kafka import ensure_topics, kafka_consumer, kafka_producer, topic_partitions
 from pipeline.transport.records import SourceRecord
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,13 @@ class PipelineClient:
         create_reply_topic: bool = False,
         publish_attempts: int = 3,
         publish_backoff_s: float = 0.2,
+        signing_key: str | bytes | None = None,
     ) -> None:
         self._settings = settings or Settings()
+        # Signature mode (docs/security.md): every request is signed with the tenant's key.
+        secret = signing_key if signing_key is not None else (
+            self._settings.tenant_signing_key.get_secret_value() if self._settings.tenant_signing_key else None)
+        self._signing_key = secret.encode() if isinstance(secret, str) else secret
         self.reply_topic = reply_topic or self._settings.topic_replies
         self._create_reply_topic = create_reply_topic
         self._publish_attempts = max(1, publish_attempts)
@@ -133,27 +139,28 @@ class PipelineClient:
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
         if self._create_reply_topic:
-            await ensure_topics(self._settings.kafka_bootstrap_servers, [self.reply_topic],
+            await ensure_topics(self._settings, [self.reply_topic],
                                 partitions=self._settings.topic_partitions,
                                 max_message_bytes=self._settings.record_limit_bytes)
-        self._producer_ = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+        self._producer_ = kafka_producer(
+            self._settings,
             enable_idempotence=self._settings.kafka_idempotent_producer,
             acks="all",
             linger_ms=1,
             max_request_size=self._settings.record_limit_bytes,
         )
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+        await self._producer.start()
+        consumer = kafka_consumer(
+            self._settings,
             enable_auto_commit=False,
             fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
         )
-        await self._producer.start()
         try:
-            partitions = await topic_partitions(self._settings.kafka_bootstrap_servers, self.reply_topic)
+            partitions = await topic_partitions(self._settings, self.reply_topic)
             reader = ReplyReader(consumer, self.reply_topic, sorted(partitions), self._on_reply)
             await reader.start()
         except BaseException:  # `async with` never calls stop() when start() fails: close what started
+            await consumer.stop()
             producer, self._producer_ = self._producer_, None
             if producer is not None:
                 await producer.stop()
@@ -227,13 +234,16 @@ class PipelineClient:
     # -- publishing ---------------------------------------------------------------------
     async def _publish(self, request: CompletionRequest, key: bytes | None) -> None:
         value = request.model_dump_json(exclude_none=True).encode()
+        key = key if key is not None else request.request_id.encode()
         headers = [(CORRELATION_HEADER, request.request_id.encode())]
+        if self._signing_key is not None:
+            headers.append((SIGNATURE_HEADER, sign(self._signing_key, key, value).encode()))
+        topic = self._settings.topic_requests
+        if self._settings.tenant_auth == "topic":  # the tenant's own topic: its ACL says who may write it
+            topic = TenantTopics(self._settings.tenant_topic_pattern).topic_for(request.tenant)
         for attempt in range(1, self._publish_attempts + 1):
             try:
-                await self._producer.send_and_wait(
-                    self._settings.topic_requests, value,
-                    key=key if key is not None else request.request_id.encode(), headers=headers,
-                )
+                await self._producer.send_and_wait(topic, value, key=key, headers=headers)
                 self.published += 1
                 return
             except KafkaError as exc:  # the same request_id again: the pipeline deduplicates

@@ -147,6 +147,9 @@ def _channels(s: Settings) -> list[_Channel]:
                         "**Key**: yours; the reply comes back with the same key.",
                         f"**Header** `{CORRELATION_HEADER}`: set it to the request_id (optional: the worker "
                         "reads the id from the body).",
+                        "**Header** `x-pipeline-signature` (PIPELINE_TENANT_AUTH=signature): `v1=` + hex "
+                        "HMAC-SHA256 with the tenant's key over `v1:` + 4-byte big-endian key length + key + "
+                        "value (docs/security.md); else the record is dead-lettered `unauthenticated`.",
                         f"**Reply**: on `reply_to` when set (it must match {replies_pattern}), else on "
                         f"`{s.topic_replies}`, with header `{CORRELATION_HEADER}` = request_id.",
                         "**Idempotent**: publishing the same request_id again is safe; the stored reply is "
@@ -159,7 +162,8 @@ def _channels(s: Settings) -> list[_Channel]:
                 ]
             ),
             headers=_headers(
-                {CORRELATION_HEADER: "Optional; set it to the request_id. Replies always carry it."}
+                {CORRELATION_HEADER: "Optional; set it to the request_id. Replies always carry it.",
+                 "x-pipeline-signature": "Signature mode only: v1=<hex HMAC-SHA256> of the record (docs/security.md)."}
             ),
             key=request_key,
             correlation="$message.payload#/request_id",
@@ -186,8 +190,10 @@ def _channels(s: Settings) -> list[_Channel]:
             description="\n".join(
                 [
                     (f"The default reply topic. A request whose `reply_to` matches {replies_pattern} is "
-                    "answered there instead (e.g. a per-client reply topic); one whose `reply_to` does not "
-                    f"match gets a `{ErrorCode.REPLY_TOPIC_NOT_ALLOWED.value}` error here."),
+                    "answered there instead (e.g. a per-client reply topic; `{replies}` is this topic, "
+                    "`{tenant}` the request's tenant, so a tenant replies only to its own topics); one whose "
+                    f"`reply_to` does not match is dead-lettered and gets a "
+                    f"`{ErrorCode.REPLY_TOPIC_NOT_ALLOWED.value}` error here."),
                     "",
                     _bullets(
                         "**Key**: the request's key (its request_id when it had none).",

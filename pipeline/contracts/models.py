@@ -37,6 +37,9 @@ SCHEMA_VERSION: Final = 1
 #: Header carrying the request id on replies (and accepted on requests).
 CORRELATION_HEADER = "correlation_id"
 
+#: The tenant of a request that names none: its idempotency namespace, budget and reply topics.
+DEFAULT_TENANT: Final = "default"
+
 
 class ErrorCode(StrEnum):
     """Machine-readable reasons carried by error replies and dead-letter records."""
@@ -46,6 +49,7 @@ class ErrorCode(StrEnum):
     SCHEMA_INVALID = "schema_invalid"
     TOO_LARGE = "too_large"
     REPLY_TOPIC_NOT_ALLOWED = "reply_topic_not_allowed"
+    UNAUTHENTICATED = "unauthenticated"  # the record may not act for its tenant (PIPELINE_TENANT_AUTH)
     UNKNOWN_MODEL = "unknown_model"
     NO_ROUTE = "no_route"
     NO_ELIGIBLE_MODEL = "no_eligible_model"
@@ -253,7 +257,7 @@ class CompletionRequest(_Event):
     )
     response_format: ResponseFormat | None = None
     cache: bool = Field(True, description="false: never answer this request from the response cache.")
-    tenant: NonEmptyStr = "default"
+    tenant: NonEmptyStr = DEFAULT_TENANT
     model: NonEmptyStr | None = Field(
         default=None, description="A catalog model name; when set, task routing is skipped."
     )
@@ -453,7 +457,11 @@ class UsageEvent(_Event):
     ttft_ms: float = Field(0.0, description="Time to first token (streaming); 0 when not streamed.")
     kind: RequestKind = RequestKind.COMPLETION
     streamed: bool = False
-    cache_hit: bool = Field(False, description="Answered from the response cache: cost 0, no provider call.")
+    cache_hit: bool = Field(False, description="Answered from the response cache: no provider call; cost 0 "
+                                               "unless shared_cache_hit.")
+    shared_cache_hit: bool = Field(
+        False, description="A cache hit on another tenant's answer (PIPELINE_RESPONSE_CACHE_SCOPE=shared): booked "
+                           "to this tenant at what the call would have cost, though no provider was paid.")
     tokens_estimated: bool = Field(
         False, description="The token counts were counted from the text with LiteLLM's tokenizer: the provider "
                            "sent none (typically a stream that broke part way, whose delivered tokens are billed).")

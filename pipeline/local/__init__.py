@@ -29,7 +29,7 @@ import time
 import weakref
 from contextlib import ExitStack, suppress
 from pathlib import Path
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 __all__ = ["BrokerStartError", "LocalBroker", "SubprocessBroker", "free_ports", "probe_cluster_id", "tail"]
 
@@ -77,10 +77,10 @@ def _port_open(port: int) -> bool:
         return False
 
 
-async def _cluster_id(bootstrap: str) -> str | None:
+async def _cluster_id(bootstrap: str, options: dict[str, Any] | None = None) -> str | None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=1500)
+    admin = AIOKafkaAdminClient(**{"request_timeout_ms": 1500, **(options or {}), "bootstrap_servers": bootstrap})
     try:
         await asyncio.wait_for(admin.start(), 2)
         info = await asyncio.wait_for(admin.describe_cluster(), 2)
@@ -92,14 +92,15 @@ async def _cluster_id(bootstrap: str) -> str | None:
             await admin.close()
 
 
-def probe_cluster_id(bootstrap: str) -> str | None:
+def probe_cluster_id(bootstrap: str, options: dict[str, Any] | None = None) -> str | None:
     """Cluster id answered by a Metadata request, or None. Sync; safe inside a running loop.
 
     The asyncio client runs on a private thread + loop, so this works from sync
-    code and from async fixtures alike.
+    code and from async fixtures alike. `options`: more aiokafka admin options (a secured
+    broker's security_protocol, ssl_context, sasl_*).
     """
     result: list[str | None] = [None]
-    t = threading.Thread(target=lambda: result.__setitem__(0, asyncio.run(_cluster_id(bootstrap))))
+    t = threading.Thread(target=lambda: result.__setitem__(0, asyncio.run(_cluster_id(bootstrap, options))))
     t.start()
     t.join()
     return result[0]
@@ -142,6 +143,10 @@ class SubprocessBroker:
     def _env(self) -> dict[str, str] | None:
         """Environment of the child process (None: inherit ours)."""
         return None
+
+    def _probe(self) -> str | None:
+        """The cluster id our port answers with (None: not yet); secured brokers probe with credentials."""
+        return probe_cluster_id(self.bootstrap_servers)
 
     def _logs(self) -> str:
         """Diagnostics for BrokerStartError; subclasses add their own log files."""
@@ -233,7 +238,7 @@ class SubprocessBroker:
             code = self._proc.poll()
             if code is not None:
                 raise BrokerStartError(f"{self.name} exited with code {code} during start\n{self._logs()}")
-            if _port_open(self.port) and probe_cluster_id(self.bootstrap_servers) == self.cluster_id:
+            if _port_open(self.port) and self._probe() == self.cluster_id:
                 return
             time.sleep(0.05)
         raise BrokerStartError(

@@ -46,6 +46,18 @@ _RULES = TypeAdapter(list[FaultRule])
 MAX_DIMENSIONS = 65_536  # a request's ``dimensions`` beyond this falls back to the configured size
 
 
+#: What a request with a key `api_keys` does not accept gets: the provider's 401.
+_KEY_REJECTED = FaultRule(fault="auth")
+
+
+def _sent_key(request: web.Request) -> str | None:
+    """The API key a request carries (OpenAI/Ollama bearer token or Anthropic x-api-key)."""
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip() or None
+    return request.headers.get("x-api-key") or None
+
+
 def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
 
@@ -185,6 +197,8 @@ class ProviderSimulator:
             return _bad("request body must be a JSON object")
         model = str(body.get("model", ""))
         decision = self.book.decide(model, api)
+        if decision.fault is None and self.config.key_check(model, _sent_key(request)) == "rejected":
+            decision = Decision(fault="auth", rule=_KEY_REJECTED)  # the provider's own 401 for a wrong key
         self._seq += 1
         return _Call(body, model, decision, self._seq)
 
@@ -359,6 +373,8 @@ class ProviderSimulator:
             "headers_subset": headers,
             # Whether a credential was sent, never its value.
             "key_present": bool(request.headers.get("authorization") or request.headers.get("x-api-key")),
+            # Whether the key was one `api_keys` accepts for this model (`unchecked`: none configured).
+            "auth": self.config.key_check(model, _sent_key(request)),
         }
         for field in ("metadata", "user"):
             if body.get(field) is not None:

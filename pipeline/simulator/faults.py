@@ -6,6 +6,7 @@ Kept free of I/O so the matching semantics (order, ``times`` budgets, seeded
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
@@ -173,12 +174,26 @@ class SimulatorConfig(BaseModel):
         default_factory=lambda: ["gpt-4o-mini", "claude-3-5-haiku-20241022", "llama3.1"],
         description="advertised by /v1/models and /api/tags (any model name is served)",
     )
+    api_keys: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="model glob -> sha256 hex digests of the keys it accepts (Authorization: Bearer or "
+                    "x-api-key); a matching request with another key or none gets the provider's 401. "
+                    "Digests, so the simulator never holds or records a key.",
+    )
+
+    def key_check(self, model: str, key: str | None) -> str:
+        """`unchecked` (no api_keys glob matches the model), `passed` or `rejected`."""
+        accepted = [d for glob, digests in self.api_keys.items() if fnmatchcase(model, glob) for d in digests]
+        if not accepted:
+            return "unchecked"
+        digest = hashlib.sha256(key.encode()).hexdigest() if key else ""
+        return "passed" if digest in accepted else "rejected"
 
 
 # Fields the control API may change at runtime (PATCH /_sim/config).
 RUNTIME_FIELDS: frozenset[str] = frozenset(
     {
         "latency_ms", "latency_jitter_ms", "completion_tokens", "prompt_tokens",
-        "stream_chunk_words", "stream_chunk_delay_ms", "embedding_dimensions",
+        "stream_chunk_words", "stream_chunk_delay_ms", "embedding_dimensions", "api_keys",
     }
 )

@@ -1,9 +1,11 @@
 """Cache stage (pure): the exact-match response cache key of a request, and whether it may be cached.
 
 The key covers exactly what determines the answer: the model that would answer and the
-request's inputs to it. It leaves out who asked and how the answer is delivered (request_id,
-tenant, metadata, deadlines, stream, reply_to, cache, task_type, cost ceilings), and a
-template's name and variables: the key is taken over the *rendered* messages, which carry them.
+request's inputs to it, and (scope `tenant`, the default) the tenant that asked, so one tenant's
+answer is never served to another. It leaves out how the answer is delivered (request_id,
+metadata, deadlines, stream, reply_to, cache, task_type, cost ceilings), and a template's name
+and variables: the key is taken over the *rendered* messages, which carry them. Scope `shared`
+(`PIPELINE_RESPONSE_CACHE_SCOPE=shared`) leaves the tenant out: every tenant shares the answers.
 
 Canonical form: each part dumped to JSON-mode data, serialised by orjson with sorted keys (at
 every depth), then sha256. So key order in the producer's JSON never matters, while every value
@@ -14,18 +16,23 @@ Bump `KEY_VERSION` whenever what goes into the key changes, so old entries are n
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from pipeline.contracts.models import CompletionRequest, RequestKind
 
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: the scope (and, scope `tenant`, the tenant) joined the key
+
+Scope = Literal["tenant", "shared"]
+SCOPES: tuple[Scope, ...] = ("tenant", "shared")
 
 
-def _canonical(model: str, request: CompletionRequest) -> dict[str, Any]:
+def _canonical(model: str, request: CompletionRequest, scope: Scope) -> dict[str, Any]:
     return {
         "v": KEY_VERSION,
+        "scope": scope,
+        "tenant": request.tenant if scope == "tenant" else None,
         "model": model,
         "kind": request.kind.value,
         "messages": None if request.messages is None
@@ -41,8 +48,9 @@ def _canonical(model: str, request: CompletionRequest) -> dict[str, Any]:
     }
 
 
-def cache_key(model: str, request: CompletionRequest) -> str:
-    """Hex sha256 of the canonical request as `model` (a catalog model name) would answer it.
+def cache_key(model: str, request: CompletionRequest, scope: Scope = "tenant") -> str:
+    """Hex sha256 of the canonical request as `model` (a catalog model name) would answer it,
+    for the request's tenant alone (`scope="tenant"`) or for every tenant (`scope="shared"`).
 
     Raises ValueError for a completion without messages (a template not yet rendered): keyed
     without its messages, every request of a template would share one answer.
@@ -51,7 +59,9 @@ def cache_key(model: str, request: CompletionRequest) -> str:
         raise ValueError("model must be a non-empty catalog model name")
     if request.kind is RequestKind.COMPLETION and request.messages is None:
         raise ValueError("cache_key needs the rendered messages; render the request's template first")
-    doc = orjson.dumps(_canonical(model, request), option=orjson.OPT_SORT_KEYS)
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
+    doc = orjson.dumps(_canonical(model, request, scope), option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(doc).hexdigest()
 
 

@@ -49,10 +49,18 @@ class SpendControl(Protocol):
     async def settle(self, reservation: Reservation, actual_usd: float) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class CacheHit:
+    """A cached answer; `other_tenant`: produced by another tenant's call (response cache scope `shared`)."""
+
+    response: ProviderResponse
+    other_tenant: bool = False
+
+
 class AnswerCache(Protocol):
     """Exact-match answers by model and normalised request (the worker's response cache)."""
 
-    async def get(self, model: str, request: CompletionRequest) -> ProviderResponse | None: ...
+    async def get(self, model: str, request: CompletionRequest) -> CacheHit | None: ...
     async def put(self, model: str, request: CompletionRequest, response: ProviderResponse) -> None: ...
 
 
@@ -71,6 +79,7 @@ class AttemptResult:
     cost_usd: float = 0.0
     parsed: Any = None  # response_format json: the validated answer
     cache_hit: bool = False
+    shared_cache_hit: bool = False  # the cached answer came from another tenant's call (booked at its cost)
 
     @property
     def ok(self) -> bool:
@@ -235,18 +244,28 @@ async def _backoff(ctx: CallContext, delay_s: float) -> bool:
 async def _cached(
     request: CompletionRequest, candidate: Candidate, number: int, ctx: CallContext,
 ) -> AttemptResult | None:
-    """A cache hit is an attempt that costs nothing: no deployment, no reservation, no call."""
+    """A cache hit is an attempt with no deployment and no call. The tenant's own answer costs
+    nothing; another tenant's (scope `shared`) costs what the call would have cost, reserved and
+    settled on the budgets like a call (a budget that cannot cover it makes it a miss)."""
     if ctx.cache is None:
         return None
-    response = await ctx.cache.get(candidate.spec.name, request)
-    if response is None:
+    hit = await ctx.cache.get(candidate.spec.name, request)
+    if hit is None:
         return None
+    response, cost = hit.response, 0.0
+    if hit.other_tenant:
+        cost = call_cost(candidate.spec, response.prompt_tokens, response.completion_tokens)
+        if ctx.spend is not None:
+            reserved = await ctx.spend.reserve(candidate)
+            if isinstance(reserved, BudgetRefusal):
+                return None  # the chain goes on as without the cache, and the budget skips the candidate
+            await ctx.spend.settle(reserved, cost)
     if ctx.on_delta is not None and response.content:
         await ctx.on_delta(candidate.spec.name, response.content)  # a streamed request gets it as one chunk
         response = replace(response, streamed_chunks=1, ttft_ms=0.0)
     check = check_structured(request.response_format, response.content)
     return AttemptResult(str(uuid.uuid4()), number, candidate.spec, datetime.now(UTC), 0.0, "", response,
-                         parsed=check.parsed, cache_hit=True)
+                         cost_usd=cost, parsed=check.parsed, cache_hit=True, shared_cache_hit=hit.other_tenant)
 
 
 async def _pick(ctx: CallContext, candidate: Candidate) -> Deployment | Unavailable:

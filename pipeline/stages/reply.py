@@ -174,6 +174,7 @@ def usage_events(
                 kind=request.kind,
                 streamed=request.stream,
                 cache_hit=a.cache_hit,
+                shared_cache_hit=a.shared_cache_hit,
                 tokens_estimated=estimated,
                 attempt=a.number,
                 is_fallback=a.spec.name != primary,

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from pipeline.contracts.models import CompletionRequest, ErrorCode
+from pipeline.contracts.models import DEFAULT_TENANT, CompletionRequest, ErrorCode
 from pipeline.contracts.schema_export import event_schema
 from pipeline.contracts.wire_rules import bounds_problem, is_rfc3339, topic_name_problem
 
@@ -72,6 +72,20 @@ def _salvage(doc: Any) -> tuple[str | None, str | None, dict[str, Any]]:
     )
 
 
+def _salvage_tenant(doc: Any) -> str | None:
+    """The tenant whose reply-topic patterns an error reply obeys: the contract's default when the
+    document names none, None (no tenant topics) when the one it names is not a usable string."""
+    if not isinstance(doc, dict) or "tenant" not in doc:
+        return DEFAULT_TENANT
+    tenant = doc.get("tenant")
+    return tenant if isinstance(tenant, str) and tenant and _utf8(tenant) else None
+
+
+def _allowed(reply_topic_allowed: Any, reply_to: str | None, tenant: str | None) -> str | None:
+    """`reply_to` when the predicate lets `tenant` reply there, else None (the default reply topic)."""
+    return reply_to if reply_to and reply_topic_allowed(reply_to, tenant) else None
+
+
 def _utf8(value: Any) -> bool:
     """Whether UTF-8 can carry it (a lone surrogate cannot go into a header or a reply)."""
     try:
@@ -81,15 +95,15 @@ def _utf8(value: Any) -> bool:
     return True
 
 
-def _salvage_unparsable(raw: bytes) -> tuple[str | None, str | None]:
+def _salvage_unparsable(raw: bytes) -> tuple[str | None, str | None, str | None]:
     """request_id and reply_to of JSON we refuse to act on (an out-of-range number, a lone
     surrogate elsewhere), so the caller still gets an error reply; None for bytes that are not JSON."""
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError):
-        return None, None
+        return None, None, None
     request_id, reply_to, _ = _salvage(doc)
-    return request_id, reply_to
+    return request_id, reply_to, _salvage_tenant(doc)
 
 
 def _reject_constant(name: str) -> Any:
@@ -162,8 +176,10 @@ def validate_request(
 ) -> CompletionRequest | Rejection:
     """Decide whether `raw` is a request we may act on.
 
-    `reply_topic_allowed` is a predicate over topic names, so a request can never make the
-    worker write into an arbitrary topic.
+    `reply_topic_allowed(topic, tenant)` is a predicate over topic names and tenants, so a
+    request can never make the worker write into an arbitrary topic, nor into another tenant's:
+    an error reply of a refused document goes to its reply_to only when the tenant it names
+    (the default one when it names none) may reply there.
     """
     if raw is None:
         return Rejection(ErrorCode.INVALID_JSON, "message has no value (tombstone)", dead_letter=True)
@@ -172,15 +188,15 @@ def validate_request(
     except ValueError as exc:
         if len(raw) > max_bytes:
             return Rejection(ErrorCode.TOO_LARGE, f"{len(raw)} bytes exceeds the limit of {max_bytes}", True)
-        request_id, reply_to = _salvage_unparsable(raw)
-        allowed = reply_to if reply_to and reply_topic_allowed(reply_to) else None
+        request_id, reply_to, tenant = _salvage_unparsable(raw)
+        allowed = _allowed(reply_topic_allowed, reply_to, tenant)
         return Rejection(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}", True, request_id, allowed)
     request_id, reply_to, metadata = _salvage(doc)
     if len(raw) > max_bytes:
         return Rejection(
             ErrorCode.TOO_LARGE, f"{len(raw)} bytes exceeds the limit of {max_bytes}", True, request_id, None, metadata
         )
-    allowed_reply_to = reply_to if reply_to and reply_topic_allowed(reply_to) else None
+    allowed_reply_to = _allowed(reply_topic_allowed, reply_to, _salvage_tenant(doc))
     too_much = bounds_problem(doc, metadata_bytes=_metadata_bytes(doc))
     if too_much is not None:
         return Rejection(ErrorCode.TOO_LARGE, too_much, True, request_id, allowed_reply_to)
@@ -191,11 +207,11 @@ def validate_request(
     if request.response_format is not None and (problem := request.response_format.schema_problem()):
         return Rejection(ErrorCode.BAD_REQUEST, problem, dead_letter=False, request_id=request.request_id,
                          reply_to=allowed_reply_to, metadata=request.metadata)
-    if request.reply_to is not None and not reply_topic_allowed(request.reply_to):
-        return Rejection(
+    if request.reply_to is not None and not reply_topic_allowed(request.reply_to, request.tenant):
+        return Rejection(  # dead-lettered with the reason; the error reply goes to the default reply topic
             ErrorCode.REPLY_TOPIC_NOT_ALLOWED,
-            f"reply_to {request.reply_to!r} is not an allowed reply topic",
-            dead_letter=False,
+            f"reply_to {request.reply_to!r} is not an allowed reply topic for tenant {request.tenant!r}",
+            dead_letter=True,
             request_id=request.request_id,
             metadata=request.metadata,
         )

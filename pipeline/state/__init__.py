@@ -9,6 +9,7 @@ from pipeline.state.processed import (
     InProcessStore,
     ProcessedStore,
     RedisStore,
+    RequestKey,
 )
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "InProcessStore",
     "ProcessedStore",
     "RedisStore",
+    "RequestKey",
     "SharedState",
     "shared_state_from_settings",
 ]

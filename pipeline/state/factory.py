@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.state.budget import BudgetLedger, InProcessLedger, RedisLedger
 from pipeline.state.health import HealthState, InProcessHealth, RedisHealth
 from pipeline.state.processed import InProcessStore, ProcessedStore, RedisStore
-from pipeline.state.redis_client import connect
+from pipeline.state.redis_client import connect_from_settings
 from pipeline.state.response_cache import MODES, InProcessResponseCache, RedisResponseCache, ResponseCache
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def shared_state_from_settings(
             health=InProcessHealth(clock=clock),
             response_cache=memory_cache,
         )
-    client = connect(url)
+    client = connect_from_settings(settings)  # REDIS_URL with its AUTH password and TLS CA, if any
     ns = settings.redis_namespace
     return SharedState(
         processed=RedisStore(url, namespace=ns, reply_ttl_s=settings.idempotency_ttl_s, client=client),

@@ -4,6 +4,10 @@ A worker `claim`s a request id before calling a provider. A stored reply means t
 already answered (re-publish those bytes); a lease means this worker may process it; a lease
 held by someone else means wait. `complete` stores the reply and drops the lease; `release`
 drops the lease after a failure so a redelivery can try again.
+
+Every key is a `RequestKey`: (tenant, request_id), so the same request id from two tenants is
+two requests, each with its own lease and its own stored reply. A request without a tenant is in
+the `DEFAULT_TENANT` namespace (`contracts.models.DEFAULT_TENANT`, the contract's default).
 """
 
 from __future__ import annotations
@@ -15,11 +19,61 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote, unquote
 
+from pipeline.contracts.models import DEFAULT_TENANT
 from pipeline.state.redis_client import connect
 
 if TYPE_CHECKING:  # redis is the optional `redis` extra; only RedisStore needs it
     import redis.asyncio as aioredis
+
+
+
+@dataclass(frozen=True, slots=True)
+class RequestKey:
+    """What idempotency is keyed by: one request is one (tenant, request_id).
+
+    `encoded` is `<tenant percent-encoded>:<request_id>`: the tenant never holds a raw `:`, so
+    the first `:` always ends it and no two keys share an encoding (tenant "a:b" + id "c" is
+    `a%3Ab:c`, tenant "a" + id "b:c" is `a:b:c`).
+    """
+
+    tenant: str
+    request_id: str
+
+    def __post_init__(self) -> None:
+        if not self.tenant:
+            raise ValueError("tenant must be non-empty (a request without one is in DEFAULT_TENANT)")
+        if not self.request_id:
+            raise ValueError("request_id must be non-empty")
+
+    @classmethod
+    def of(cls, request_id: str, tenant: str | None = None) -> RequestKey:
+        """The key of `request_id` from `tenant` (None or empty: the default namespace)."""
+        return cls(tenant or DEFAULT_TENANT, request_id)
+
+    @property
+    def encoded(self) -> str:
+        return f"{quote(self.tenant, safe='')}:{self.request_id}"
+
+    @classmethod
+    def decode(cls, encoded: str) -> RequestKey:
+        tenant, sep, request_id = encoded.partition(":")
+        if not sep:
+            raise ValueError(f"not an encoded request key: {encoded!r}")
+        return cls(unquote(tenant), request_id)
+
+    def __str__(self) -> str:
+        return self.encoded
+
+
+#: A key as the stores take it: a `RequestKey`, or a string taken as an already-encoded key.
+Key = RequestKey | str
+
+
+def _encoded(key: Key) -> str:
+    return key.encoded if isinstance(key, RequestKey) else key
+
 
 class ClaimKind(Enum):
     STORED = "stored"
@@ -63,30 +117,33 @@ class Claim:
 class ProcessedStore(Protocol):
     """What the worker needs; backends differ only in how far the state is shared."""
 
-    async def claim(self, request_id: str, owner: str, lease_s: float) -> Claim:
+    async def claim(self, key: Key, owner: str, lease_s: float) -> Claim:
         """Atomically: the stored reply, else the lease (re-entrant for its owner), else busy."""
         ...
 
-    async def complete(self, request_id: str, owner: str, reply: bytes) -> None:
+    async def complete(self, key: Key, owner: str, reply: bytes) -> None:
         """Store the reply (even if our lease lapsed: the reply is still right), drop our lease."""
         ...
 
-    async def release(self, request_id: str, owner: str) -> None:
+    async def release(self, key: Key, owner: str) -> None:
         """Drop the lease only if `owner` still holds it (processing failed; redelivery retries)."""
         ...
 
-    async def renew(self, request_id: str, owner: str, lease_s: float) -> bool:
+    async def renew(self, key: Key, owner: str, lease_s: float) -> bool:
         """Reset a held lease to `lease_s` from now; False if `owner` no longer holds it."""
         ...
 
     async def close(self) -> None: ...
 
 
-def _check(request_id: str, lease_s: float | None = None) -> None:
+def _check(key: Key, lease_s: float | None = None) -> str:
+    """The encoded key, after the caller contract's checks."""
+    request_id = _encoded(key)
     if not request_id:
         raise ValueError("request_id must be non-empty")
     if lease_s is not None and not lease_s > 0:
         raise ValueError(f"lease_s must be > 0, got {lease_s!r}")
+    return request_id
 
 
 @dataclass(slots=True)
@@ -140,8 +197,8 @@ class InProcessStore:
         self._leases[request_id] = _Lease(owner, expires_at)
         heapq.heappush(self._lease_expiry, (expires_at, request_id))
 
-    async def claim(self, request_id: str, owner: str, lease_s: float) -> Claim:
-        _check(request_id, lease_s)
+    async def claim(self, key: Key, owner: str, lease_s: float) -> Claim:
+        request_id = _check(key, lease_s)
         now = self._clock()
         self._sweep(now)
         hit = self._replies.get(request_id)
@@ -156,8 +213,8 @@ class InProcessStore:
         self._set_lease(request_id, owner, now + lease_s)
         return Claim.of_lease()
 
-    async def complete(self, request_id: str, owner: str, reply: bytes) -> None:
-        _check(request_id)
+    async def complete(self, key: Key, owner: str, reply: bytes) -> None:
+        request_id = _check(key)
         now = self._clock()
         self._sweep(now)
         self._replies[request_id] = (bytes(reply), now + self._ttl)
@@ -166,13 +223,14 @@ class InProcessStore:
             self._replies.popitem(last=False)
         await self.release(request_id, owner)  # completes synchronously: still one atomic step
 
-    async def release(self, request_id: str, owner: str) -> None:
+    async def release(self, key: Key, owner: str) -> None:
+        request_id = _encoded(key)
         lease = self._leases.get(request_id)
         if lease is not None and lease.owner == owner:
             del self._leases[request_id]
 
-    async def renew(self, request_id: str, owner: str, lease_s: float) -> bool:
-        _check(request_id, lease_s)
+    async def renew(self, key: Key, owner: str, lease_s: float) -> bool:
+        request_id = _check(key, lease_s)
         now = self._clock()
         lease = self._live_lease(request_id, now)
         if lease is None or lease.owner != owner:
@@ -216,7 +274,8 @@ def _ms(seconds: float) -> int:
 class RedisStore:
     """Store shared by every worker process; each operation is one Lua script, so atomic in Redis.
 
-    Keys: `{namespace}:reply:{id}` (reply bytes, PX TTL) and `{namespace}:lease:{id}` (owner, PX TTL).
+    Keys: `{namespace}:reply:{key}` (reply bytes, PX TTL) and `{namespace}:lease:{key}` (owner, PX
+    TTL), `{key}` being `RequestKey.encoded` (tenant, then request id).
     Both keys of an id are touched by one script, so a Redis Cluster deployment would need a
     hash tag in the namespace or id; a single Redis (or a replicated primary) needs nothing.
 
@@ -245,29 +304,30 @@ class RedisStore:
         self._release = self._redis.register_script(_RELEASE)
         self._renew = self._redis.register_script(_RENEW)
 
-    def _keys(self, request_id: str) -> list[str]:
-        return [f"{self.namespace}:reply:{request_id}", f"{self.namespace}:lease:{request_id}"]
+    def _keys(self, key: Key) -> list[str]:
+        encoded = _encoded(key)
+        return [f"{self.namespace}:reply:{encoded}", f"{self.namespace}:lease:{encoded}"]
 
-    async def claim(self, request_id: str, owner: str, lease_s: float) -> Claim:
-        _check(request_id, lease_s)
-        code, value = await self._claim(keys=self._keys(request_id), args=[owner, _ms(lease_s)])
+    async def claim(self, key: Key, owner: str, lease_s: float) -> Claim:
+        _check(key, lease_s)
+        code, value = await self._claim(keys=self._keys(key), args=[owner, _ms(lease_s)])
         if code == 0:
             return Claim.of_reply(value)
         if code == 1:
             return Claim.of_lease()
         return Claim.of_busy(max(int(value), 0) / 1000)
 
-    async def complete(self, request_id: str, owner: str, reply: bytes) -> None:
-        _check(request_id)
-        await self._complete(keys=self._keys(request_id), args=[owner, bytes(reply), self._ttl_ms])
+    async def complete(self, key: Key, owner: str, reply: bytes) -> None:
+        _check(key)
+        await self._complete(keys=self._keys(key), args=[owner, bytes(reply), self._ttl_ms])
 
-    async def release(self, request_id: str, owner: str) -> None:
-        _check(request_id)
-        await self._release(keys=self._keys(request_id)[1:], args=[owner])
+    async def release(self, key: Key, owner: str) -> None:
+        _check(key)
+        await self._release(keys=self._keys(key)[1:], args=[owner])
 
-    async def renew(self, request_id: str, owner: str, lease_s: float) -> bool:
-        _check(request_id, lease_s)
-        result: Any = await self._renew(keys=self._keys(request_id)[1:], args=[owner, _ms(lease_s)])
+    async def renew(self, key: Key, owner: str, lease_s: float) -> bool:
+        _check(key, lease_s)
+        result: Any = await self._renew(keys=self._keys(key)[1:], args=[owner, _ms(lease_s)])
         return bool(result)
 
     async def close(self) -> None:

@@ -2,16 +2,46 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
-def connect(url: str, *, max_connections: int = 100) -> Any:
+def connect(
+    url: str, *, max_connections: int = 100, password: str | None = None, ca_file: str | Path | None = None
+) -> Any:
     """A client on a *blocking* pool: a burst of more concurrent commands than connections waits
-    for one (up to 10 s) instead of failing with MaxConnectionsError, redis-py's default."""
+    for one (up to 10 s) instead of failing with MaxConnectionsError, redis-py's default.
+
+    AUTH: `redis://:password@host:6379/0` (or `redis://user:password@...` for an ACL user); a
+    password in the URL wins over `password` (PIPELINE_REDIS_PASSWORD). TLS: `rediss://`, the
+    server's certificate checked against the system CAs or `ca_file` (PIPELINE_REDIS_TLS_CA_FILE)."""
     import redis.asyncio as aioredis
 
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10)
+    options: dict[str, Any] = {}
+    if password:
+        options["password"] = password  # redis-py lets the URL's own password override it
+    if ca_file and url.strip().lower().startswith("rediss://"):
+        options["ssl_ca_certs"] = str(ca_file)
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10, **options)
     return aioredis.Redis.from_pool(pool)
+
+
+def connect_from_settings(settings: Any, *, max_connections: int = 100) -> Any:
+    """`connect()` with REDIS_URL, PIPELINE_REDIS_PASSWORD and PIPELINE_REDIS_TLS_CA_FILE."""
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    return connect(settings.redis_url.strip(), max_connections=max_connections, password=password,
+                   ca_file=settings.redis_tls_ca_file)
+
+
+def describe_redis_error(exc: BaseException, url: str, password: str | None = None) -> str:
+    """One line for an operator: the error, the URL with its password masked, never a password
+    (redis-py's messages quote host and port only, but a URL may be echoed back)."""
+    from pipeline.urls import mask_url, redact, split_credentials
+
+    text = f"{type(exc).__name__}: {exc}"
+    if "AuthenticationError" in type(exc).__name__ or any(s in str(exc) for s in ("WRONGPASS", "NOAUTH")):
+        text += " (check the password in REDIS_URL or PIPELINE_REDIS_PASSWORD)"
+    return f"{mask_url(url)}: " + redact(text, (password, split_credentials(url).password))
 
 
 def is_redis_outage(exc: BaseException) -> bool:

@@ -13,15 +13,17 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from pipeline.contracts.models import UsageEvent
 from pipeline.settings import Settings
 from pipeline.transport.embedded_engine import capture_native_stderr, held_by_another_process, pass_on
+from pipeline.urls import mask_url, redact, split_credentials
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -30,7 +32,7 @@ USAGE_COLUMNS = (
     "deployment", "status", "error_code", "http_status", "is_fallback", "is_final", "route_skipped",
     "budget_downgrade", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens",
     "cost_usd", "latency_ms", "ttft_ms", "attributes", "kafka_topic", "kafka_partition", "kafka_offset",
-    "kind", "streamed", "cache_hit", "tokens_estimated",
+    "kind", "streamed", "cache_hit", "tokens_estimated", "shared_cache_hit",
 )
 
 
@@ -92,7 +94,7 @@ def _row(item: StoredUsage) -> list[Any]:
         e.is_final, e.route_skipped, e.budget_downgrade, e.prompt_tokens, e.completion_tokens, e.cached_tokens,
         e.reasoning_tokens, e.total_tokens, Decimal(repr(e.cost_usd)).quantize(Decimal("1e-9")), e.latency_ms,
         e.ttft_ms, e.attributes, item.kafka_topic, item.kafka_partition, item.kafka_offset,
-        e.kind.value, e.streamed, e.cache_hit, e.tokens_estimated,
+        e.kind.value, e.streamed, e.cache_hit, e.tokens_estimated, e.shared_cache_hit,
     ]
 
 
@@ -106,8 +108,34 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(out)
 
 
+@dataclass(frozen=True, slots=True)
+class ServerTarget:
+    """Where and as whom a ClickHouse server is reached; `url` carries no credentials."""
+
+    url: str
+    interface: str
+    username: str
+    password: str = field(default="", repr=False)
+
+
+def server_target(url: str, user: str = "default", password: str = "") -> ServerTarget:
+    """`http(s)://[user[:password]@]host[:port][?options]` and CLICKHOUSE_USER/PASSWORD: the URL's
+    credentials win (percent-decoded), the separate settings fill in what it leaves out. https
+    defaults to port 8443, http to 8123."""
+    creds = split_credentials(url.strip())
+    scheme = urlsplit(creds.url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"CLICKHOUSE_URL must be chdb://, http:// or https://, got {scheme or 'no'} scheme")
+    return ServerTarget(creds.url, scheme, creds.username or user or "default",
+                        creds.password if creds.password is not None else password)
+
+
 class EmbeddedEngineBusy(RuntimeError):
     """Another process kept the embedded engine's data directory for longer than we wait."""
+
+
+class ClickHouseUnavailable(ConnectionError):
+    """The server could not be reached or refused us; the message never holds the password."""
 
 
 class ClickHouseUsageStore:
@@ -119,10 +147,10 @@ class ClickHouseUsageStore:
     ) -> None:
         if not _IDENT.match(database):
             raise ValueError(f"invalid ClickHouse database name {database!r}")
-        self.url = url
-        self.database = database
         self.embedded = url.startswith("chdb:")
-        self._user, self._password = user, password
+        self._target = None if self.embedded else server_target(url, user, password)
+        self.url = url if self._target is None else mask_url(url)  # printable: the password masked
+        self.database = database
         self._lock_wait_s = lock_wait_s
         self._hold_s = embedded_hold_s
         self._opened_at = 0.0
@@ -148,8 +176,13 @@ class ClickHouseUsageStore:
             return self._client
         import clickhouse_connect
 
-        if not self.embedded:
-            self._client = clickhouse_connect.get_client(dsn=self.url, username=self._user, password=self._password)
+        if self._target is not None:
+            t = self._target  # credentials go as headers, never in the URL clickhouse-connect sees
+            try:
+                self._client = clickhouse_connect.get_client(dsn=t.url, interface=t.interface, username=t.username,
+                                                             password=t.password)
+            except Exception as exc:
+                raise ClickHouseUnavailable(redact(f"{type(exc).__name__}: {exc}", (t.password,))) from None
             return self._client
         deadline = time.monotonic() + self._lock_wait_s
         while True:

@@ -69,9 +69,13 @@ class ConsumerLoop:
     fetch_timeout_ms = 50
     retry_backoff_s = 1.0
 
-    def __init__(self, consumer: KafkaConsumer, topic: str) -> None:
+    def __init__(self, consumer: KafkaConsumer, topic: str, *, pattern: str | None = None) -> None:
         self._consumer = consumer
         self.topic = topic
+        #: A regular expression: subscribe to every topic it matches (from the start of the name),
+        #: those created later included, found at the consumer's metadata refresh; `topic` then
+        #: only names the loop in logs.
+        self.pattern = pattern
         self.failed = asyncio.Event()
         self.failure: BaseException | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -118,7 +122,10 @@ class ConsumerLoop:
     # -- what subclasses say ------------------------------------------------------------
     async def join(self) -> None:
         """Subscribe in the consumer's group; rebalances call `on_assigned` and `on_revoked`."""
-        self._consumer.subscribe([self.topic], listener=_Hooks(self))
+        if self.pattern is not None:
+            self._consumer.subscribe(pattern=self.pattern, listener=_Hooks(self))
+        else:
+            self._consumer.subscribe([self.topic], listener=_Hooks(self))
 
     async def on_assigned(self, partitions: set[Partition]) -> None:
         log.info("assigned %s", sorted(map(str, partitions)))

@@ -84,13 +84,14 @@ class FailurePolicy:
 
 
 class ConcurrentIntake(ConsumerLoop):
-    """Consumes one topic in a consumer group and runs `process` for every record."""
+    """Consumes one topic (or every topic `pattern` matches) in a consumer group and runs `process`
+    for every record."""
 
     def __init__(
         self, consumer: AIOKafkaConsumer, topic: str, process: Process, limits: IntakeLimits,
-        policy: FailurePolicy | None = None,
+        policy: FailurePolicy | None = None, *, pattern: str | None = None,
     ) -> None:
-        super().__init__(consumer, topic)
+        super().__init__(consumer, topic, pattern=pattern)
         self._process = process
         self.limits = limits
         self.retry_backoff_s = limits.retry_backoff_s

@@ -25,6 +25,7 @@ from pipeline.transport.provider import (
     Endpoint,
     ProviderError,
     ProviderResponse,
+    SecretLookup,
     StreamLimits,
 )
 
@@ -39,7 +40,8 @@ NO_KEY_PLACEHOLDER = "no-key-configured"
 class LiteLLMProvider:
     """Calls providers through `litellm.acompletion`, one attempt per call (retries are ours)."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: SecretLookup | None = None) -> None:
+        self._secrets = secrets  # where `{secret_name}` key references are read, at every call
         # A worker never fetches LiteLLM's price map or Anthropic beta-header table from GitHub at
         # run time: the bundled copies serve (set either variable to False to change that).
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -58,11 +60,12 @@ class LiteLLMProvider:
         self, spec: Endpoint, request: CompletionRequest, *, timeout_s: float, on_delta: DeltaSink | None = None,
         stream_limits: StreamLimits | None = None,
     ) -> ProviderResponse:
-        key = spec.api_key()
-        if spec.api_key_env and not key:
-            raise ProviderError(
-                ErrorCode.AUTH_ERROR, f"API key environment variable {spec.api_key_env} is not set for {spec.name}"
-            )
+        try:
+            key = spec.api_key(self._secrets)  # read now: a rotated key is used without a restart
+        except LookupError as exc:  # names the reference, never a value
+            raise ProviderError(ErrorCode.AUTH_ERROR, f"API key of {spec.name}: {exc.args[0]}") from None
+        if spec.key_source() and not key:
+            raise ProviderError(ErrorCode.AUTH_ERROR, f"API key ({spec.key_source()}) is not set for {spec.name}")
         secrets = (key,) if key else ()
         kwargs: dict[str, Any] = {
             "model": spec.litellm_model,

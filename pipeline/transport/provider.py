@@ -16,6 +16,12 @@ from typing import Protocol
 from pipeline.contracts.models import CompletionRequest, ErrorCode, ToolCall
 
 
+class SecretLookup(Protocol):
+    """Where `{secret_name}` key references are read (the catalog's `SecretSources`)."""
+
+    def secret(self, name: str) -> str: ...
+
+
 class Endpoint(Protocol):
     """Where a call goes: what the seam reads of a catalog `Deployment` (which satisfies it)."""
 
@@ -27,7 +33,12 @@ class Endpoint(Protocol):
     def api_base(self) -> str | None: ...
     @property
     def api_key_env(self) -> str | None: ...
-    def api_key(self) -> str | None: ...
+    def key_source(self) -> str | None:
+        """How the key is named (`env NAME`, `file PATH`, `secret NAME`), never its value."""
+        ...
+    def api_key(self, secrets: SecretLookup | None = None) -> str | None:
+        """The key, read now; raises LookupError naming the reference (never a value) if it is missing."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,11 @@
 """The response cache as the call stage sees it: provider answers by model and normalised request.
 
 Keys come from `stages/cache.py`; bytes are kept by a `state/response_cache.py` store (in-process
-with TTL, or Redis for a fleet). Only successful answers are stored, and a hit is an attempt
-that costs nothing (see `stages/call.py`).
+with TTL, or Redis for a fleet). Only successful answers are stored, each with the tenant whose
+call produced it. Scope `tenant` (the default) keys every answer by its tenant too, so a tenant
+only ever hits its own answers, which cost nothing; scope `shared` serves every tenant, and a hit
+on another tenant's answer is a `CacheHit` with `other_tenant` set, which `stages/call.py` books
+at what the call would have cost.
 """
 
 from __future__ import annotations
@@ -12,16 +15,17 @@ from typing import Any
 import orjson
 
 from pipeline.contracts.models import CompletionRequest, ToolCall
-from pipeline.stages.cache import cache_key, cacheable
+from pipeline.stages.cache import Scope, cache_key, cacheable
+from pipeline.stages.call import CacheHit
 from pipeline.state.response_cache import ResponseCache
 from pipeline.transport.provider import ProviderResponse
 
 _FORMAT = 1
 
 
-def encode_answer(response: ProviderResponse) -> bytes:
+def encode_answer(response: ProviderResponse, tenant: str | None = None) -> bytes:
     return orjson.dumps({
-        "v": _FORMAT, "content": response.content, "prompt_tokens": response.prompt_tokens,
+        "v": _FORMAT, "tenant": tenant, "content": response.content, "prompt_tokens": response.prompt_tokens,
         "completion_tokens": response.completion_tokens, "finish_reason": response.finish_reason,
         "tool_calls": [c.model_dump(mode="json") for c in response.tool_calls],
         "embeddings": response.embeddings,
@@ -45,17 +49,32 @@ def decode_answer(data: bytes) -> ProviderResponse | None:
         return None
 
 
+def answer_tenant(data: bytes) -> str | None:
+    """The tenant whose call produced a stored answer; None when the entry does not say."""
+    try:
+        tenant = orjson.loads(data).get("tenant")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return tenant if isinstance(tenant, str) else None
+
+
 class CachedAnswers:
-    def __init__(self, store: ResponseCache, ttl_s: float) -> None:
+    def __init__(self, store: ResponseCache, ttl_s: float, scope: Scope = "tenant") -> None:
         self.store = store
         self.ttl_s = ttl_s
+        self.scope: Scope = scope
 
-    async def get(self, model: str, request: CompletionRequest) -> ProviderResponse | None:
+    async def get(self, model: str, request: CompletionRequest) -> CacheHit | None:
         if not cacheable(request):
             return None
-        data = await self.store.get(cache_key(model, request))
-        return decode_answer(data) if data is not None else None
+        data = await self.store.get(cache_key(model, request, self.scope))
+        response = decode_answer(data) if data is not None else None
+        if data is None or response is None:
+            return None
+        # An entry that does not name its tenant counts as another tenant's: it is never served free.
+        return CacheHit(response, other_tenant=answer_tenant(data) != request.tenant)
 
     async def put(self, model: str, request: CompletionRequest, response: ProviderResponse) -> None:
         if cacheable(request):
-            await self.store.set(cache_key(model, request), encode_answer(response), self.ttl_s)
+            await self.store.set(cache_key(model, request, self.scope), encode_answer(response, request.tenant),
+                                 self.ttl_s)

@@ -13,6 +13,7 @@ from typing import Any
 from pipeline.analytics.spend_restore import restore_spend
 from pipeline.catalog import Catalog
 from pipeline.catalog.live import LiveCatalog
+from pipeline.catalog.secrets import SecretSources
 from pipeline.observability import metrics, tracing
 from pipeline.observability.http import HealthServer
 from pipeline.settings import Settings
@@ -34,6 +35,7 @@ from pipeline.transport.provider import ProviderClient
 from pipeline.transport.records import PublishRefused
 from pipeline.worker.answer_cache import CachedAnswers
 from pipeline.worker.handler import RequestHandler
+from pipeline.worker.tenant_auth import request_subscription
 from pipeline.worker.usage_sink import UsageSink
 
 log = logging.getLogger(__name__)
@@ -58,9 +60,18 @@ class Worker:
     _stopped: bool = field(default=False, repr=False)
 
     async def start(self) -> None:
+        """Start every part; when one fails (KafkaConnectError names why), close what was opened."""
+        try:
+            await self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise
+
+    async def _start(self) -> None:
         if self.settings.create_topics:
             await ensure_topics(
-                self.settings.kafka_bootstrap_servers,
+                self.settings,
                 pipeline_topics(self.settings),
                 partitions=self.settings.topic_partitions,
                 max_message_bytes=self.settings.record_limit_bytes,
@@ -85,7 +96,9 @@ class Worker:
         if self.settings.http_port is not None:
             self.http = HealthServer(self.readiness, self.settings.http_host, self.settings.http_port)
             await self.http.start()
-            log.info("worker consuming %s as group %s", self.settings.topic_requests, self.settings.consumer_group)
+            consuming = self.intake.pattern if self.intake is not None and self.intake.pattern else None
+            log.info("worker consuming %s as group %s", consuming or self.settings.topic_requests,
+                     self.settings.consumer_group)
 
     async def _prepare_clickhouse(self) -> None:
         """Migrations and the budget restore. An unreachable ClickHouse does not stop the worker:
@@ -207,11 +220,12 @@ def create_worker(
         state = shared_state_from_settings(settings)  # one Redis pool for all of it; connects lazily
         response_cache = state.response_cache
         if provider is None:
-            provider = owned_provider = LiteLLMProvider()
+            provider = owned_provider = LiteLLMProvider(secrets=SecretSources.from_settings(settings))
         handler = RequestHandler(
             settings, current, provider, publisher, state.processed, BudgetGuard(state.budgets),
             DeploymentPool(state.health),
-            CachedAnswers(response_cache, settings.response_cache_ttl_s) if response_cache is not None else None,
+            CachedAnswers(response_cache, settings.response_cache_ttl_s, settings.response_cache_scope)
+            if response_cache is not None else None,
         )
         intake = ConcurrentIntake(
             build_consumer(settings, settings.consumer_group),
@@ -227,6 +241,7 @@ def create_worker(
                 poison_max_attempts=settings.poison_max_attempts,
             ),
             FailurePolicy(is_outage=is_outage, give_up=handler.give_up, undecodable=handler.undecodable),
+            pattern=request_subscription(settings),  # topic mode: every tenant's request topic
         )
 
     sink: UsageSink | None = None

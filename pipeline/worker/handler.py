@@ -1,6 +1,7 @@
-"""One record through the pipeline: validate -> (claim) -> stages -> store -> publish.
+"""One record through the pipeline: validate -> authenticate -> (claim) -> stages -> store -> publish.
 
-The handler only orchestrates: `stages/validate.py` judges the bytes, `IdempotencyGuard`
+The handler only orchestrates: `stages/validate.py` judges the bytes, `TenantGate`
+(`tenant_auth.py`) decides which tenant the record may act for, `IdempotencyGuard`
 (`idempotency.py`) makes one answer per request id, `StagePipeline` (`serve.py`) routes and
 calls, `Outputs` (`outputs.py`) writes replies, usage, alerts and dead letters so that none can
 hold the partition. Transport-free: it receives a `SourceRecord` and writes through a
@@ -31,15 +32,16 @@ from pipeline.stages.budget import BudgetGuard
 from pipeline.stages.call import AnswerCache
 from pipeline.stages.deployments import DeploymentPool
 from pipeline.stages.reply import error_reply
-from pipeline.stages.validate import Rejection, validate_request
+from pipeline.stages.validate import Rejection
 from pipeline.state import ProcessedStore
 from pipeline.state.processed import InProcessStore
 from pipeline.transport.provider import ProviderClient
 from pipeline.transport.records import Publisher, SourceRecord
-from pipeline.worker.idempotency import IdempotencyGuard
+from pipeline.worker.idempotency import IdempotencyGuard, request_key
 from pipeline.worker.outcome import StoredOutcome, source_of
 from pipeline.worker.outputs import Outputs, encode_usage
 from pipeline.worker.serve import FailedAfterCalls, Served, StagePipeline
+from pipeline.worker.tenant_auth import TenantGate
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class RequestHandler:
         store = processed if processed is not None else InProcessStore()  # one path: always a store
         self._guard = IdempotencyGuard(store, self._out, settings.idempotency_lease_s)
         self._stages = StagePipeline(settings, catalog, provider, publisher, self._out, budget, pool, cache)
+        self._tenants = TenantGate(settings)  # PIPELINE_TENANT_AUTH (worker/tenant_auth.py)
 
     async def handle(self, record: SourceRecord) -> None:
         """Never raises for bad input or provider failure: those become replies and DLQ records."""
@@ -72,22 +75,21 @@ class RequestHandler:
 
     async def _handle(self, record: SourceRecord) -> None:
         started = time.perf_counter()
-        checked = validate_request(record.value, max_bytes=self._settings.max_message_bytes,
-                                   reply_topic_allowed=self._settings.reply_topic_allowed)
+        checked = self._tenants.check(record)  # validated, then authenticated: before any claim or cost
         if isinstance(checked, Rejection):
             await self._reject(record, checked)
             return
         owner = await self._guard.claim(record, checked)
         if owner is None:
             return  # answered before: the stored answer was re-sent
-        async with self._guard.leased(checked.request_id, owner):
+        async with self._guard.leased(request_key(checked), owner):
             served = await self._serve_with_retries(record, checked, started)
             stored = StoredOutcome(self._out.encode_reply(served.reply), tuple(encode_usage(e) for e in served.usage),
                                    source_of(record.topic, record.partition, record.offset))
             try:
                 # Stored before anything is published: a crash in between re-sends these same bytes
                 # on redelivery (see pipeline/worker/outcome.py).
-                await self._guard.store.complete(checked.request_id, owner, stored.pack())
+                await self._guard.store.complete(request_key(checked), owner, stored.pack())
             except BaseException:
                 await self._stages.publish_usage(checked, served.usage)  # the calls happened: record them
                 raise
@@ -128,8 +130,7 @@ class RequestHandler:
     async def give_up(self, record: SourceRecord, exc: BaseException, attempts: int) -> None:
         """The intake stopped retrying a record whose handling kept raising: dead letter, and an
         error reply when its request_id can be read."""
-        checked = validate_request(record.value, max_bytes=self._settings.max_message_bytes,
-                                   reply_topic_allowed=self._settings.reply_topic_allowed)
+        checked = self._tenants.check(record)  # an unauthenticated record's reply_to is not obeyed
         request_id = checked.request_id if isinstance(checked, (CompletionRequest, Rejection)) else None
         detail = f"{type(exc).__name__}: {exc}"
         await self._out.dead_letter(record, ErrorCode.INTERNAL_ERROR, detail, request_id, attempts=attempts)

@@ -5,6 +5,9 @@ request is served, and the answer (reply and usage bytes) is stored before anyth
 published, so a crash in between re-sends the same bytes on redelivery instead of calling the
 provider again. A claim that finds a stored answer re-publishes it (with its usage, when the
 record is the very one that produced it, since that usage may not have been acknowledged).
+
+Keys are `RequestKey(tenant, request_id)` (`request_key`): the same request id from two
+tenants is two requests, never one tenant's stored answer served to the other.
 """
 
 from __future__ import annotations
@@ -16,12 +19,17 @@ import uuid
 from collections.abc import AsyncIterator
 
 from pipeline.contracts.models import CompletionRequest
-from pipeline.state import ProcessedStore
+from pipeline.state import ProcessedStore, RequestKey
 from pipeline.transport.records import SourceRecord
 from pipeline.worker.outcome import StoredOutcome, source_of
 from pipeline.worker.outputs import Outputs
 
 log = logging.getLogger(__name__)
+
+
+def request_key(request: CompletionRequest) -> RequestKey:
+    """The idempotency key of a request: its tenant (the contract's default when it names none) and id."""
+    return RequestKey.of(request.request_id, request.tenant)
 
 
 class IdempotencyGuard:
@@ -36,7 +44,7 @@ class IdempotencyGuard:
         re-sent instead. Waits while another task holds the id."""
         owner = f"{self._owner_prefix}:{record.partition}:{record.offset}"
         while True:
-            claim = await self.store.claim(request.request_id, owner, self._lease_s)
+            claim = await self.store.claim(request_key(request), owner, self._lease_s)
             if claim.reply is not None:
                 stored = StoredOutcome.unpack(claim.reply)
                 log.info("request %s was already answered; re-publishing the stored reply", request.request_id)
@@ -51,21 +59,21 @@ class IdempotencyGuard:
             await asyncio.sleep(min(max(claim.retry_after_s, 0.05), 1.0))
 
     @contextlib.asynccontextmanager
-    async def leased(self, request_id: str, owner: str) -> AsyncIterator[None]:
+    async def leased(self, key: RequestKey, owner: str) -> AsyncIterator[None]:
         """The lease is renewed while the block runs, and released if the block raises (so a
         redelivery may try again)."""
         done = asyncio.Event()
-        renewer = asyncio.create_task(self._renew(request_id, owner, done))
+        renewer = asyncio.create_task(self._renew(key, owner, done))
         try:
             yield
         except BaseException:
-            await self.store.release(request_id, owner)
+            await self.store.release(key, owner)
             raise
         finally:
             done.set()
             renewer.cancel()
 
-    async def _renew(self, request_id: str, owner: str, done: asyncio.Event) -> None:
+    async def _renew(self, key: RequestKey, owner: str, done: asyncio.Event) -> None:
         """Keeps the lease alive until `done` is set.
 
         The event, not cancellation alone, ends the loop: a Redis client can swallow a
@@ -78,4 +86,4 @@ class IdempotencyGuard:
                 async with asyncio.timeout(period):
                     await done.wait()
             if not done.is_set():
-                await self.store.renew(request_id, owner, self._lease_s)
+                await self.store.renew(key, owner, self._lease_s)

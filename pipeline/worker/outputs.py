@@ -77,7 +77,14 @@ class Outputs:
         }).model_dump_json().encode()
 
     def reply_target(self, record: SourceRecord, reply_to: str | None, request_id: str) -> tuple[str, bytes]:
-        """Topic and key of a request's reply (and of its chunks: same partition, in order)."""
+        """Topic and key of a request's reply (and of its chunks: same partition, in order).
+
+        The tenant's patterns were checked by `stages/validate.py`; here, whatever they say, a
+        reply never goes into a topic the worker consumes or writes for its own purposes."""
+        if reply_to is not None and self._settings.reply_topic_policy.is_own(reply_to):
+            log.error("request %s: reply_to %s is one of the worker's own topics; replying on %s instead",
+                      request_id, reply_to, self._settings.topic_replies)
+            reply_to = None
         return reply_to or self._settings.topic_replies, record.key if record.key is not None else request_id.encode()
 
     # -- writing ------------------------------------------------------------------------

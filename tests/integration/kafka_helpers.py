@@ -49,7 +49,7 @@ async def read_topic(
     read starts (however many that is, none included).
     """
     deadline = time.monotonic() + timeout_s
-    partitions = await topic_partitions(bootstrap, topic, timeout_s=timeout_s)
+    partitions = await topic_partitions({"bootstrap_servers": bootstrap}, topic, timeout_s=timeout_s)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
     await consumer.start()
     try:

@@ -80,7 +80,7 @@ async def test_send_from_file_and_timeout(settings, start_worker, tmp_path: Path
     from pipeline.transport.kafka import ensure_topics
 
     idle = settings.topic_requests + ".idle"
-    await ensure_topics(settings.kafka_bootstrap_servers, [idle], partitions=1)
+    await ensure_topics(settings, [idle], partitions=1)
     code, out, err = await run_cli("send", "-m", "hello?", "--request-id", "lonely", "--timeout", "2",
                                    env=cli_env(settings, PIPELINE_TOPIC_REQUESTS=idle))
     assert code == 3 and "lonely" in err

@@ -58,7 +58,7 @@ async def test_two_clients_in_parallel_get_only_their_own_replies(settings, star
 
 async def test_a_dedicated_reply_topic_sees_no_other_traffic(settings, start_worker, sim) -> None:
     await start_worker()
-    own = f"{settings.topic_replies}.mine"
+    own = f"{settings.topic_replies}.default.mine"  # under its tenant's reply topics (no tenant: "default")
     async with PipelineClient(settings, reply_topic=own, create_reply_topic=True) as mine, \
             PipelineClient(settings) as shared:
         ours, theirs = await asyncio.gather(
@@ -173,7 +173,8 @@ async def test_the_node_example_round_trips(settings, start_worker, sim) -> None
     assert (NODE_EXAMPLE / "node_modules" / "kafkajs").is_dir(), "run `npm ci` in examples/node (scripts/test.sh does)"
     await start_worker()
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-           "PIPELINE_TOPIC_REQUESTS": settings.topic_requests, "TIMEOUT_MS": "60000", "TENANT": "node"}
+           "PIPELINE_TOPIC_REQUESTS": settings.topic_requests, "PIPELINE_TOPIC_REPLIES": settings.topic_replies,
+           "TIMEOUT_MS": "60000", "TENANT": "node"}
     proc = await asyncio.create_subprocess_exec(
         "node", "request-reply.mjs", "summarize", "Summarise: hello from Node", cwd=NODE_EXAMPLE, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

@@ -23,7 +23,7 @@ BURST = 500
 
 async def collect_replies(bootstrap: str, topic: str, want: int, *, timeout_s: float, settle_s: float) -> dict:
     """request_id -> [(reply bytes, broker timestamp in s)], until `want` distinct ids arrived (+ settle)."""
-    partitions = await topic_partitions(bootstrap, topic)
+    partitions = await topic_partitions({"bootstrap_servers": bootstrap}, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
     await consumer.start()
     replies: dict[str, list[tuple[bytes, float]]] = defaultdict(list)
@@ -58,7 +58,7 @@ async def test_sigkill_mid_burst_loses_nothing_and_pays_at_most_in_flight_twice(
     settings, sim, redis_url, tmp_path,
 ) -> None:
     await sim.configure(latency_ms=1000, latency_jitter_ms=4000)  # 1 to 5 s per call
-    await ensure_topics(settings.kafka_bootstrap_servers,
+    await ensure_topics(settings,
                         [settings.topic_requests, settings.topic_replies, settings.topic_usage], partitions=4)
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests,
                   [(f"k{i}".encode(), encode(request_doc(f"burst-{i:03d}"))) for i in range(BURST)])
@@ -94,7 +94,7 @@ async def test_sigkill_mid_burst_loses_nothing_and_pays_at_most_in_flight_twice(
 
 async def test_rebalance_mid_burst_duplicates_only_in_flight_work(settings, sim, redis_url, tmp_path) -> None:
     await sim.configure(latency_ms=500, latency_jitter_ms=1500)
-    await ensure_topics(settings.kafka_bootstrap_servers,
+    await ensure_topics(settings,
                         [settings.topic_requests, settings.topic_replies, settings.topic_usage], partitions=4)
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests,
                   [(f"k{i}".encode(), encode(request_doc(f"rb-{i:03d}"))) for i in range(BURST)])

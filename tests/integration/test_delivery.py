@@ -29,7 +29,7 @@ pytestmark = pytest.mark.kafka
 async def test_stuck_offset_holds_the_commit_until_it_finishes(settings) -> None:
     """Offset k is held while k+1..k+n finish: the committed offset stays at k until k is done."""
     topic = settings.topic_requests
-    await ensure_topics(settings.kafka_bootstrap_servers, [topic], partitions=1)
+    await ensure_topics(settings, [topic], partitions=1)
     release = asyncio.Event()
     finished: list[int] = []
 
@@ -63,7 +63,7 @@ async def _committed_is(settings, tp, offset: int) -> bool:
 
 async def test_many_slow_calls_in_flight_on_one_partition(settings, start_worker, sim) -> None:
     """40 calls of 1 s on a single partition overlap: the window, not the partition, bounds them."""
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topic_requests], partitions=1)
+    await ensure_topics(settings, [settings.topic_requests], partitions=1)
     await sim.configure(latency_ms=1000)
     await start_worker()
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests,
@@ -105,7 +105,7 @@ async def test_poison_request_is_dead_lettered_after_bounded_attempts(settings, 
     from pipeline.catalog import load_catalog
     from pipeline.worker.app import create_worker
 
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topic_requests], partitions=1)
+    await ensure_topics(settings, [settings.topic_requests], partitions=1)
     worker = create_worker(settings.model_copy(update={"poison_max_attempts": 3, "poison_backoff_s": 0.05}),
                            catalog=load_catalog(settings.config_dir), provider=ExplodingProvider())
     await worker.start()
@@ -168,7 +168,7 @@ async def test_per_key_ordering_is_optional(settings, ordered: bool) -> None:
     an early one is slow, and other keys go on past it. Without it, records of one key run
     concurrently (what order they then finish in is not promised, so it is not asserted)."""
     topic = settings.topic_requests
-    await ensure_topics(settings.kafka_bootstrap_servers, [topic], partitions=1)
+    await ensure_topics(settings, [topic], partitions=1)
     n = 30
     keys = (b"a", b"b")
     offsets_of = {key: [i for i in range(n) if (b"a" if i % 2 else b"b") == key] for key in keys}

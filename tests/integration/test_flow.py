@@ -116,10 +116,10 @@ def record_partition_of(record, produced) -> int:
 
 async def test_reply_to_allowed_and_refused(settings, start_worker) -> None:
     await start_worker()
-    custom = settings.topic_replies + ".team-a"  # matches the default llm.replies* pattern
+    custom = settings.topic_replies + ".default.team-a"  # the default {replies}.{tenant}.* pattern, tenant default
     from pipeline.transport.kafka import ensure_topics
 
-    await ensure_topics(settings.kafka_bootstrap_servers, [custom], partitions=2)
+    await ensure_topics(settings, [custom], partitions=2)
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests, [
         (b"a", encode(request_doc("to-custom", reply_to=custom))),
         (b"b", encode(request_doc("to-forbidden", reply_to="payments.commands"))),

@@ -50,7 +50,7 @@ async def test_a_2_mib_request_at_default_limits_is_dead_lettered_and_the_partit
 ) -> None:
     # The upstream topic takes 8 MiB records (as the worker creates it); the worker's own limit
     # (PIPELINE_MAX_MESSAGE_BYTES) stays at its 1 MiB default.
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topic_requests], partitions=1,
+    await ensure_topics(settings, [settings.topic_requests], partitions=1,
                         max_message_bytes=8 * MIB)
     huge = encode(request_doc("huge", messages=[{"role": "user", "content": "x" * (2 * MIB)}]))
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests,
@@ -97,9 +97,9 @@ async def _log_says(path, text: str) -> bool:
 async def test_a_reply_its_topic_refuses_dead_letters_the_request_and_the_partition_moves_on(
     settings, start_worker,
 ) -> None:
-    small = settings.topic_replies + ".small"  # allowed by the llm.replies* pattern
-    await ensure_topics(settings.kafka_bootstrap_servers, [small], partitions=1, max_message_bytes=600)
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topic_requests], partitions=1)
+    small = settings.topic_replies + ".default.small"  # allowed by the {replies}.{tenant}.* pattern
+    await ensure_topics(settings, [small], partitions=1, max_message_bytes=600)
+    await ensure_topics(settings, [settings.topic_requests], partitions=1)
     await start_worker()
     before = metric("llm_publish_refused_total", kind="reply", reason="too_large")
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests, [
@@ -119,8 +119,8 @@ async def test_a_reply_its_topic_refuses_dead_letters_the_request_and_the_partit
 async def test_a_dead_letter_the_dlq_refuses_goes_without_its_bytes_and_else_is_skipped_and_counted(
     settings, start_worker,
 ) -> None:
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topic_requests], partitions=1)
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topic_dlq], partitions=1, max_message_bytes=2000)
+    await ensure_topics(settings, [settings.topic_requests], partitions=1)
+    await ensure_topics(settings, [settings.topic_dlq], partitions=1, max_message_bytes=2000)
     await start_worker()
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests, [
         (b"k", b"{not json " + b"x" * 5000),
@@ -136,8 +136,8 @@ async def test_a_dead_letter_the_dlq_refuses_goes_without_its_bytes_and_else_is_
 
 
 async def test_even_an_empty_dead_letter_refused_is_skipped_with_a_metric(settings, start_worker) -> None:
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topic_requests], partitions=1)
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topic_dlq], partitions=1, max_message_bytes=64)
+    await ensure_topics(settings, [settings.topic_requests], partitions=1)
+    await ensure_topics(settings, [settings.topic_dlq], partitions=1, max_message_bytes=64)
     await start_worker()
     before = metric("llm_records_skipped_total", topic=settings.topic_requests, reason="invalid_json")
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests, [
@@ -184,7 +184,7 @@ async def produce_with_undecodable_header(bootstrap: str, topic: str) -> None:
 async def test_a_record_with_a_header_key_that_is_not_utf8_is_dead_lettered_and_intake_goes_on(
     settings, start_worker,
 ) -> None:
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topic_requests], partitions=1)
+    await ensure_topics(settings, [settings.topic_requests], partitions=1)
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests, [(b"k", encode(request_doc("before")))])
     await produce_with_undecodable_header(settings.kafka_bootstrap_servers, settings.topic_requests)
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests, [(b"k", encode(request_doc("after")))])
@@ -216,7 +216,7 @@ async def test_an_intake_that_dies_makes_the_worker_not_ready_and_wakes_the_proc
 async def test_a_record_whose_handling_keeps_raising_is_given_up_after_bounded_tries(settings) -> None:
     """Not an outage: tried `poison_max_attempts` times, handed to give_up, committed past."""
     topic = settings.topic_requests
-    await ensure_topics(settings.kafka_bootstrap_servers, [topic], partitions=1)
+    await ensure_topics(settings, [topic], partitions=1)
     tries: dict[int, int] = {}
     given_up: list[tuple[int, str, int]] = []
 
@@ -244,7 +244,7 @@ async def test_a_record_whose_handling_keeps_raising_is_given_up_after_bounded_t
 
 async def test_an_outage_is_retried_while_the_partition_waits(settings) -> None:
     topic = settings.topic_requests
-    await ensure_topics(settings.kafka_bootstrap_servers, [topic], partitions=1)
+    await ensure_topics(settings, [topic], partitions=1)
     failures = 6  # more than poison_max_attempts: an outage is never given up on
 
     async def process(record) -> None:

@@ -198,7 +198,7 @@ async def test_two_worker_processes_sharing_redis_respect_one_budget(settings, s
 
     await sim.configure(latency_ms=300)
     cfg = config_dir(tmp_path, ONE_MODEL_ROUTES.replace("0.0001", "0.0003"))
-    await ensure_topics(settings.kafka_bootstrap_servers,
+    await ensure_topics(settings,
                         [settings.topic_requests, settings.topic_replies, settings.topic_usage], partitions=4)
     n = 100
     await produce(settings.kafka_bootstrap_servers, settings.topic_requests,

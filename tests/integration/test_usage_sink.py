@@ -34,7 +34,7 @@ def events(n: int, run: str) -> list[UsageEvent]:
 
 
 async def publish_events(settings, evs: list[UsageEvent], *extra: tuple[bytes, bytes]) -> None:
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topic_usage], partitions=4)
+    await ensure_topics(settings, [settings.topic_usage], partitions=4)
     await produce(settings.kafka_bootstrap_servers, settings.topic_usage,
                   [(e.request_id.encode(), e.model_dump_json().encode()) for e in evs] + list(extra))
 
@@ -135,7 +135,7 @@ async def test_clickhouse_outage_loses_nothing_and_requests_keep_flowing(setting
     unopenable = tmp_path / "chdb-data"
     unopenable.write_text("a file where the data directory should be: the engine cannot open it")
     env = sink_env(settings, f"chdb://{unopenable}")
-    await ensure_topics(settings.kafka_bootstrap_servers,
+    await ensure_topics(settings,
                         [settings.topic_requests, settings.topic_replies, settings.topic_usage], partitions=4)
     worker = await spawn(["run"], env, tmp_path / "worker.log")
     try:
@@ -181,7 +181,7 @@ async def test_report_while_a_worker_holds_the_embedded_engine(settings, sim, tm
 
     url = f"chdb://{tmp_path / 'shared-chdb'}"
     env = sink_env(settings, url, PIPELINE_USAGE_FLUSH_INTERVAL_S="0.1", PIPELINE_USAGE_BATCH_SIZE="5")
-    await ensure_topics(settings.kafka_bootstrap_servers,
+    await ensure_topics(settings,
                         [settings.topic_requests, settings.topic_replies, settings.topic_usage], partitions=4)
     worker = await spawn(["run"], env, tmp_path / "worker.log")
     try:

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from pipeline.state import Claim, ClaimKind, InProcessStore, ProcessedStore
+from pipeline.state import Claim, ClaimKind, InProcessStore, ProcessedStore, RequestKey
 from tests.fakes import FakeClock
 from tests.state.conftest import StateBackend
 
@@ -108,6 +108,25 @@ class TestProcessedStore:
         assert (await store.claim("r1", "b", 10)).reply == REPLY
         await backend.advance(PAST)
         assert (await store.claim("r1", "b", 10)).acquired
+
+    async def test_two_tenants_with_the_same_request_id_are_two_requests(self, backend: StateBackend) -> None:
+        store, other = backend.state.processed, backend.other().processed  # two workers on one state
+        alpha, beta = RequestKey("alpha", "order-1"), RequestKey("beta", "order-1")
+        assert (await store.claim(alpha, "a", 10)).acquired
+        assert (await other.claim(beta, "b", 10)).acquired  # alpha's lease does not hold beta up
+        await store.complete(alpha, "a", b"alpha's answer")
+        assert (await other.claim(beta, "c", 10)).busy  # beta's own lease, not alpha's reply
+        await other.complete(beta, "b", b"beta's answer")
+        assert (await other.claim(alpha, "x", 10)).reply == b"alpha's answer"
+        assert (await store.claim(beta, "x", 10)).reply == b"beta's answer"
+        # The encoding cannot be confused: tenant "a:b" + id "c" vs tenant "a" + id "b:c".
+        await store.claim(RequestKey("a:b", "c"), "a", 10)
+        await store.complete(RequestKey("a:b", "c"), "a", REPLY)
+        assert (await other.claim(RequestKey("a", "b:c"), "b", 10)).acquired
+        assert (await other.claim(RequestKey.of("order-1"), "d", 10)).acquired  # no tenant: the default one
+        assert await other.renew(RequestKey("a", "b:c"), "b", 10)
+        await other.release(RequestKey("a", "b:c"), "b")
+        assert (await store.claim(RequestKey("a", "b:c"), "e", 10)).acquired
 
     async def test_rejects_empty_id_and_bad_lease(self, store: ProcessedStore) -> None:
         with pytest.raises(ValueError):

@@ -53,7 +53,7 @@ def test_stages_and_the_worker_reach_the_outside_only_through_transport_and_stat
 
 def test_the_seam_types_import_no_vendor_library() -> None:
     for seam in ("pipeline.transport.provider", "pipeline.transport.records", "pipeline.transport.offsets",
-                 "pipeline.transport.intake_state"):
+                 "pipeline.transport.intake_state", "pipeline.transport.connect_errors"):
         assert not {n for n in IMPORTS[seam] if n.split(".")[0] in VENDORS | {"faststream", "httpx"}}, seam
 
 

@@ -118,7 +118,7 @@ def test_producer_facing_headers_keys_and_replies() -> None:
     op = doc["operations"]["requests"]
     assert op["reply"]["address"]["location"] == "$message.payload#/reply_to"
     assert op["reply"]["channel"]["$ref"] == "#/channels/replies"
-    assert "llm.replies*" in doc["channels"]["replies"]["description"]
+    assert "{replies}.{tenant}" in doc["channels"]["replies"]["description"]  # the per-tenant default patterns
     # Every dead-letter header is documented, as a header and in the description.
     dlq = _message(doc, "requests-dlq")
     assert set(dlq["headers"]["properties"]) == {h.value for h in DeadLetterHeader}

@@ -78,7 +78,6 @@ def test_key_ignores_json_key_order_at_every_depth() -> None:
     "changes",
     [
         {"request_id": "another-id"},
-        {"tenant": "acme"},
         {"metadata": {"trace": "x", "n": 1}},
         {"stream": True},
         {"cache": False},
@@ -145,7 +144,7 @@ def test_embedding_key_covers_kind_and_input() -> None:
         doc = {"request_id": "e1", "task_type": "embed", "kind": "embedding", "input": ["a", "b"], **changes}
         return cache_key(MODEL, CompletionRequest.model_validate(doc))
 
-    assert emb() == emb(request_id="e2", tenant="other")
+    assert emb() == emb(request_id="e2")
     assert emb(input="a") == emb(input=["a"])  # a string is one text
     assert emb(input=["b", "a"]) != emb()
     assert emb(input=["a", "b "]) != emb()
@@ -170,3 +169,15 @@ def test_cacheable() -> None:
     assert cacheable(req())
     assert cacheable(req(cache=True))
     assert not cacheable(req(cache=False))
+
+
+def test_the_default_scope_keys_by_tenant_and_shared_does_not() -> None:
+    """Scope `tenant` (the default): one tenant's answer is never another's; `shared` leaves the tenant out."""
+    alpha, beta = req(tenant="alpha"), req(tenant="beta")
+    assert cache_key(MODEL, alpha) != cache_key(MODEL, beta)
+    assert cache_key(MODEL, alpha) == cache_key(MODEL, alpha, "tenant")
+    assert cache_key(MODEL, alpha, "shared") == cache_key(MODEL, beta, "shared")
+    assert cache_key(MODEL, alpha, "shared") != cache_key(MODEL, alpha)  # the two scopes never share entries
+    assert cache_key(MODEL, req()) == cache_key(MODEL, req(tenant="default"))  # no tenant: the default one
+    with pytest.raises(ValueError, match="scope"):
+        cache_key(MODEL, alpha, "everyone")  # type: ignore[arg-type]

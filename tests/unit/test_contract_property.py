@@ -41,7 +41,7 @@ def schema_accepts(doc: Any) -> bool:
 
 def worker_accepts(doc: Any) -> bool:
     """The worker's contract verdict (later checks, such as the reply-topic allow-list, aside)."""
-    result = validate_request(json.dumps(doc).encode(), max_bytes=1 << 30, reply_topic_allowed=lambda _: True)
+    result = validate_request(json.dumps(doc).encode(), max_bytes=1 << 30, reply_topic_allowed=lambda _, __: True)
     return not (isinstance(result, Rejection) and result.code in (ErrorCode.SCHEMA_INVALID, ErrorCode.INVALID_JSON))
 
 

@@ -68,12 +68,15 @@ async def test_record_without_key_replies_keyed_by_request_id() -> None:
     assert key == b"r1"
 
 
-async def test_disallowed_reply_to_goes_to_default_topic_without_dead_letter() -> None:
+async def test_disallowed_reply_to_is_dead_lettered_and_answered_on_the_default_topic() -> None:
     publisher = MemoryPublisher()
     handler = RequestHandler(SETTINGS, lambda: CATALOG, answering(), publisher)
     await handler.handle(record({**REQUEST, "reply_to": "billing.commands"}))
-    assert [r[0] for r in publisher.records] == ["replies"]
-    assert CompletionReply.model_validate_json(publisher.records[0][1]).error.code == "reply_topic_not_allowed"
+    assert sorted(r[0] for r in publisher.records) == ["dlq", "replies"]  # nothing written to billing.commands
+    (_, value, _, _), = publisher.on("replies")
+    assert CompletionReply.model_validate_json(value).error.code == "reply_topic_not_allowed"
+    (_, _, _, headers), = publisher.on("dlq")
+    assert headers["dlq_reason"] == "reply_topic_not_allowed"
 
 
 class FailingOncePublisher(MemoryPublisher):

@@ -68,10 +68,10 @@ def test_schema_violation_replies_to_allowed_reply_to_only() -> None:
     assert isinstance(bad, Rejection) and bad.reply_to is None
 
 
-def test_disallowed_reply_topic_is_refused_without_dead_letter() -> None:
+def test_disallowed_reply_topic_is_refused_and_dead_lettered() -> None:
     result = check({**GOOD, "reply_to": "payments.commands"})
     assert isinstance(result, Rejection)
-    assert result.code is ErrorCode.REPLY_TOPIC_NOT_ALLOWED and not result.dead_letter
+    assert result.code is ErrorCode.REPLY_TOPIC_NOT_ALLOWED and result.dead_letter
     assert result.reply_to is None and result.request_id == "r1"
 
 
@@ -93,7 +93,7 @@ def test_too_large_and_not_json() -> None:
 
 
 def test_json_that_utf8_or_a_float_cannot_carry_is_refused_with_a_reply_when_the_id_can_be_read() -> None:
-    allow = lambda topic: True  # noqa: E731
+    allow = lambda topic, tenant: True  # noqa: E731
     def base(rid: str, content: str, extra: str) -> str:
         return '{"request_id":' + rid + ',"task_type":"t","messages":[{"role":"user","content":' + content + "}]" \
             + extra + "}"
@@ -112,5 +112,5 @@ def test_json_that_utf8_or_a_float_cannot_carry_is_refused_with_a_reply_when_the
 def test_metadata_nested_deeper_than_the_stdlib_recursion_limit_is_too_large() -> None:
     deep = '{"a":' * 1010 + "1" + "}" * 1010
     raw = '{"request_id":"r","task_type":"t","messages":[{"role":"user","content":"x"}],"metadata":' + deep + "}"
-    rejected = validate_request(raw.encode(), max_bytes=10**6, reply_topic_allowed=lambda topic: True)
+    rejected = validate_request(raw.encode(), max_bytes=10**6, reply_topic_allowed=lambda topic, tenant: True)
     assert isinstance(rejected, Rejection) and rejected.code is ErrorCode.TOO_LARGE and rejected.request_id == "r"
