@@ -102,7 +102,9 @@ def _stored(events: list[UsageEvent], first_offset: int = 0) -> list[StoredUsage
 
 
 def _store(chdb_dir: Path, *, duplicate: bool) -> ClickHouseUsageStore:
-    store = ClickHouseUsageStore(f"chdb://{chdb_dir}", f"rep_{uuid.uuid4().hex[:10]}")
+    # Held for the module: these tests check what the reports say, not engine sharing (see
+    # test_usage_sink.py); reopening chDB for every query made this module take minutes.
+    store = ClickHouseUsageStore(f"chdb://{chdb_dir}", f"rep_{uuid.uuid4().hex[:10]}", embedded_hold_s=3600)
     store.migrate_sync()
     asyncio.run(store.insert(_stored(EVENTS)))
     if duplicate:  # re-delivered later: a separate insert, so a separate part until a merge
