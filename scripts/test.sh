@@ -39,7 +39,7 @@ else
 fi
 rm -f .coverage .coverage.*
 set +e
-"$PY" -m pytest -p no:cacheprovider --cov=pipeline --cov-report=term-missing:skip-covered "${floor[@]}" "$@"
+"$PY" -m pytest -p no:cacheprovider --durations=25 --cov=pipeline --cov-report=term-missing:skip-covered "${floor[@]}" "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
