@@ -48,6 +48,9 @@ class ModelSpec(BaseModel):
     capabilities: frozenset[str] = frozenset()
     quality: int = Field(default=3, ge=1, le=5, description="Relative answer quality, for cost_preference.")
     disabled: bool = False
+    drop_params: bool = Field(
+        default=False, description="Let LiteLLM drop request parameters the provider does not support (top_p, seed, "
+                                   "...); without it such a request fails as bad_request. Deployments inherit it.")
     deployments: tuple[Deployment, ...] = Field(
         default=(), description="Several ways to reach this model; default: one, from the fields above."
     )
@@ -61,7 +64,8 @@ class ModelSpec(BaseModel):
             return data
         name = data.get("name", "")
         raw = data.get("deployments") or [{"id": "default"}]
-        inherited = {k: data[k] for k in ("litellm_model", "api_base", *_KEY_FIELDS) if data.get(k) is not None}
+        inherited = {k: data[k] for k in ("litellm_model", "api_base", "drop_params", *_KEY_FIELDS)
+                     if data.get(k) is not None}
         data = {**data, "deployments": [
             {**_inherit(inherited, d), **d, "name": f"{name}@{d.get('id', i)}" if data.get("deployments") else name}
             if isinstance(d, dict) else d

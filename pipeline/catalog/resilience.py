@@ -110,6 +110,9 @@ class Deployment(BaseModel):
     api_key_file: str | None = Field(None, description="A mounted secret file holding the key (read at call time).")
     api_key_ref: str | None = Field(
         None, alias="api_key", description="References only: ${NAME}, os.environ/NAME, {secret_name}.")
+    drop_params: bool = Field(
+        False, description="LiteLLM drops the request parameters this provider does not support; else they fail "
+                           "the attempt as bad_request.")
     weight: float = Field(1.0, gt=0)
     rpm: int | None = Field(None, gt=0)
     tpm: int | None = Field(None, gt=0)

@@ -109,6 +109,12 @@ class ChatMessage(BaseModel):
 
 NonEmptyStr = Annotated[str, Field(min_length=1, max_length=256)]
 MAX_INT32: Final = 2**31 - 1
+MAX_INT64: Final = 2**63 - 1
+#: The most choices (`n`) one request may ask for: each is a full completion, priced as such.
+MAX_CHOICES: Final = 8
+#: OpenAI's limits on `stop` sequences and `logit_bias` entries.
+MAX_STOP_SEQUENCES: Final = 4
+MAX_LOGIT_BIAS: Final = 300
 
 
 def _rfc3339(value: Any) -> Any:
@@ -128,6 +134,18 @@ def _topic_name(name: str) -> str:
 
 def _one_text(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
+
+
+StopSequence = Annotated[str, Field(min_length=1, max_length=256)]
+#: A token id, as OpenAI's `logit_bias` keys it: a decimal string.
+TokenId = Annotated[str, Field(pattern=r"^[0-9]{1,10}$")]
+Penalty = Annotated[float, Field(ge=-2, le=2)]
+Stop = StopSequence | Annotated[list[StopSequence], Field(min_length=1, max_length=MAX_STOP_SEQUENCES)]
+LogitBias = Annotated[
+    dict[TokenId, Annotated[float, Field(ge=-100, le=100)]], Field(max_length=MAX_LOGIT_BIAS),
+    WithJsonSchema({"type": "object", "maxProperties": MAX_LOGIT_BIAS, "propertyNames": {"pattern": r"^[0-9]{1,10}$"},
+                    "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100}}),
+]
 
 
 #: An RFC 3339 date-time with its offset: what JSON Schema's `date-time` format means.
@@ -264,6 +282,34 @@ class CompletionRequest(_Event):
     max_cost_usd: float | None = Field(default=None, gt=0, description="Ceiling on this request's cost.")
     max_tokens: int | None = Field(default=None, gt=0, le=MAX_INT32)
     temperature: float | None = Field(default=None, ge=0, le=2)
+    # OpenAI's chat parameters, passed on to the provider as given (LiteLLM translates them; a
+    # provider without one fails the attempt as bad_request unless the model sets drop_params).
+    top_p: float | None = Field(default=None, ge=0, le=1, description="Nucleus sampling: 0 to 1.")
+    stop: Stop | None = Field(default=None, description=f"A stop sequence, or a list of up to {MAX_STOP_SEQUENCES}.")
+    seed: int | None = Field(default=None, ge=-MAX_INT64 - 1, le=MAX_INT64,
+                             description="Best-effort deterministic sampling, where the provider supports it.")
+    presence_penalty: Penalty | None = Field(default=None, description="-2 to 2.")
+    frequency_penalty: Penalty | None = Field(default=None, description="-2 to 2.")
+    logit_bias: LogitBias | None = Field(default=None,
+                                         description="Token id (a decimal string) -> bias from -100 to 100.")
+    logprobs: bool | None = Field(default=None, description="Ask for the log probabilities of the output tokens.")
+    top_logprobs: int | None = Field(default=None, ge=0, le=20,
+                                     description="0 to 20 most likely tokens per position; needs logprobs: true.")
+    user: NonEmptyStr | None = Field(default=None, description="End-user id passed to the provider (abuse tracking).")
+    parallel_tool_calls: bool | None = Field(default=None, description="Whether the model may call several tools "
+                                                                       "at once; needs tools.")
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = Field(
+        default=None, description="Reasoning models: how hard to think.")
+    service_tier: Literal["auto", "default", "flex", "priority", "scale"] | None = Field(
+        default=None, description="The provider's processing tier (OpenAI).")
+    n: int | None = Field(
+        default=None, ge=1, le=MAX_CHOICES,
+        description=f"How many choices to generate (1 to {MAX_CHOICES}), each priced; not with stream. The reply's "
+                    "`content` is the first, `choices` has them all.",
+    )
+    extra_body: dict[str, Any] | None = Field(
+        default=None, description="Escape hatch: keys merged into the provider's request body as given (LiteLLM's "
+                                  "extra_body), unchecked by the pipeline.")
     deadline_ms: int | None = Field(
         default=None, gt=0, le=MAX_INT32,
         description="Answer within this many ms of publishing (the Kafka record timestamp).",
@@ -294,6 +340,15 @@ class CompletionRequest(_Event):
             raise ValueError("variables are given but no template")
         if self.tool_choice is not None and self.tools is None:
             raise ValueError("tool_choice needs tools")
+        return self._sampling_fits()
+
+    def _sampling_fits(self) -> CompletionRequest:
+        if self.parallel_tool_calls is not None and self.tools is None:
+            raise ValueError("parallel_tool_calls needs tools")
+        if self.top_logprobs is not None and self.logprobs is not True:
+            raise ValueError("top_logprobs needs logprobs: true")
+        if self.stream and (self.n or 1) > 1:
+            raise ValueError(f"n={self.n} cannot be streamed: a stream carries one choice (send stream: false)")
         return self
 
 
@@ -367,6 +422,18 @@ class ToolCall(BaseModel):
     function: ToolCallFunction
 
 
+class ReplyChoice(BaseModel):
+    """One of the answers a request with `n` > 1 asked for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(ge=0)
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    finish_reason: str | None = None
+    logprobs: Any = Field(default=None, description="With logprobs: this choice's, as the provider sent them.")
+
+
 class CompletionChunk(_Event):
     """A piece of a streamed answer, published to the reply topic before the final reply.
 
@@ -402,6 +469,11 @@ class CompletionReply(_Event):
     content: str | None = None
     tool_calls: list[ToolCall] | None = Field(default=None, description="Calls the model asks the caller to run.")
     finish_reason: str | None = None
+    choices: list[ReplyChoice] | None = Field(
+        default=None, description="Requests with n > 1: every choice, in order (`content` etc. are the first's).")
+    logprobs: Any = Field(
+        default=None, description="Requests with logprobs: the answer's token log probabilities, as the provider "
+                                  "sent them (OpenAI's {content: [{token, logprob, top_logprobs}]}).")
     parsed: Any = Field(default=None, description="With response_format json: the content, parsed and validated.")
     embeddings: list[list[float]] | None = Field(default=None, description="Embedding requests: one vector per input.")
     cached: bool = Field(False, description="Answered from the response cache: no provider call, no cost.")

@@ -92,6 +92,12 @@ def request_conditions() -> list[Any]:
             "then": _present("template"),
         },
         {"if": _present("tool_choice"), "then": _present("tools")},
+        {"if": _present("parallel_tool_calls"), "then": _present("tools")},
+        {"if": _present("top_logprobs"),
+         "then": {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}}},
+        # A stream carries one choice.
+        {"if": {"required": ["stream"], "properties": {"stream": {"const": True}}},
+         "then": {"properties": {"n": {"anyOf": [{"type": "null"}, {"maximum": 1}]}}}},
         {
             "if": {"properties": {"response_format": {"required": ["type"],
                                                       "properties": {"type": {"const": "json_schema"}}}},

@@ -44,6 +44,37 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 LOGGED_HEADERS: tuple[str, ...] = ("x-request-id", "x-pipeline-request-id", "anthropic-version", "user-agent")
 _RULES = TypeAdapter(list[FaultRule])
 MAX_DIMENSIONS = 65_536  # a request's ``dimensions`` beyond this falls back to the configured size
+MAX_CHOICES = 128  # a request's ``n`` beyond this is answered with this many choices
+#: The sampling parameters a chat request's log entry shows (``params``), wherever the wire format
+#: puts them: top level (OpenAI, Anthropic) or Ollama's ``options``.
+LOGGED_PARAMS: tuple[str, ...] = (
+    "temperature", "top_p", "top_k", "stop", "stop_sequences", "seed", "presence_penalty", "frequency_penalty",
+    "logit_bias", "logprobs", "top_logprobs", "parallel_tool_calls", "reasoning_effort", "service_tier", "n",
+    "max_tokens", "max_completion_tokens", "num_predict", "thinking",
+)
+
+
+def _choices(api: str, body: dict[str, Any], streaming: bool) -> int:
+    """How many choices a reply carries: OpenAI's ``n`` (non-streamed), else one."""
+    n = body.get("n")
+    if api != "openai" or streaming or not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return 1
+    return min(n, MAX_CHOICES)
+
+
+def _logprobs_top(body: dict[str, Any]) -> int | None:
+    """OpenAI's ``logprobs``/``top_logprobs``: None when not asked for, else how many alternatives."""
+    if body.get("logprobs") is not True:
+        return None
+    top = body.get("top_logprobs")
+    return min(top, 20) if isinstance(top, int) and not isinstance(top, bool) and top > 0 else 0
+
+
+def logged_params(body: dict[str, Any]) -> dict[str, Any]:
+    """The sampling parameters a chat request carried, as it sent them."""
+    options = body.get("options")
+    sources = (body, options) if isinstance(options, dict) else (body,)
+    return {name: source[name] for source in sources for name in LOGGED_PARAMS if source.get(name) is not None}
 
 
 #: What a request with a key `api_keys` does not accept gets: the provider's 401.
@@ -226,13 +257,19 @@ class ProviderSimulator:
         delay_ms = self._delay_ms(decision)
         hang_s = decision.rule.hang_s if decision.fault == "timeout" and decision.rule else 0.0
         streaming = body.get("stream") is True
+        choices = _choices(api, body, streaming)
         error = self._error_reply(api, model, decision, prompt_tokens)
-        reply = None if error is not None else plan_reply(
-            api, model, body, cfg.completion_tokens, seq=seq, invalid_json=decision.fault == "invalid_json"
-        )
+        replies = [] if error is not None else [
+            plan_reply(api, model, body, cfg.completion_tokens, seq=seq, invalid_json=decision.fault == "invalid_json",
+                       choice=i)
+            for i in range(choices)
+        ]
         status = error.status if error is not None else 200
-        # What the reply's usage says: none for error replies or a cut reply (it never gets there).
-        completion = cfg.completion_tokens if decision.fault in (None, "timeout", "invalid_json", *STREAM_FAULTS) else 0
+        # What the reply's usage says: none for error replies or a cut reply (it never gets there);
+        # several choices are each a completion (OpenAI's usage counts them all).
+        completion = cfg.completion_tokens * choices
+        if decision.fault not in (None, "timeout", "invalid_json", *STREAM_FAULTS):
+            completion = 0
         # Logged before sleeping so a caller that timed out can already see its request.
         self._record(request, api, model, body, decision, status, delay_ms + hang_s * 1000, seq,
                      (prompt_tokens, completion), kind="chat", streamed=streaming and error is None)
@@ -240,7 +277,7 @@ class ProviderSimulator:
         if error is not None:
             error.headers["x-request-id"] = f"sim-{seq}"
             return error
-        assert reply is not None
+        reply = replies[0]
         if streaming:
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -251,8 +288,9 @@ class ProviderSimulator:
             return await self._send_stream(request, frames, seq, fault=decision.fault,
                                            hang_s=decision.rule.hang_s if decision.rule else 0.0)
         payload = wire.success_body(
-            api, request.path, model, reply.content, prompt_tokens, cfg.completion_tokens, seq=seq,
+            api, request.path, model, reply.content, prompt_tokens, completion, seq=seq,
             created=int(time.time()), tool_call=reply.tool_call,
+            more=tuple((r.content, r.tool_call) for r in replies[1:]), logprobs_top=_logprobs_top(body),
         )
         return await self._send_json(request, payload, seq, cut=decision.fault == "stream_cut")
 
@@ -379,6 +417,9 @@ class ProviderSimulator:
         for field in ("metadata", "user"):
             if body.get(field) is not None:
                 entry[field] = body[field]
+        if kind == "chat":
+            entry["params"] = logged_params(body)  # the sampling parameters received, as sent
+            entry["body_keys"] = sorted(body)  # every top-level field (what an extra_body added shows here)
         self._log.append(entry)
         self._counts[(model, decision.outcome)] += 1
 

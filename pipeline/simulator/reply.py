@@ -137,10 +137,14 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def plan_reply(api: str, model: str, body: JsonDict, n_words: int, *, seq: int, invalid_json: bool = False) -> Reply:
-    """The reply for one successful chat request (see the module docstring for the rules)."""
+def plan_reply(
+    api: str, model: str, body: JsonDict, n_words: int, *, seq: int, invalid_json: bool = False, choice: int = 0,
+) -> Reply:
+    """The reply for one successful chat request (see the module docstring for the rules);
+    ``choice``: which of the request's ``n`` choices (text replies say which they are)."""
     result = tool_result_text(api, body)
-    text = wire.reply_text(model, result if result is not None else wire.last_user_text(api, body), n_words)
+    text = wire.reply_text(model, result if result is not None else wire.last_user_text(api, body), n_words,
+                           choice=choice)
     tool = requested_tool(api, body)
     if tool is not None and (result is None or tool[0] == RESPONSE_FORMAT_TOOL):
         name, params = tool

@@ -80,9 +80,11 @@ def estimate_tokens(texts: list[str]) -> int:
     return max(1, math.ceil(sum(len(t) for t in texts) / 4))
 
 
-def reply_text(model: str, user_text: str, n_words: int) -> str:
-    """A deterministic reply of exactly ``max(n_words, head)`` whitespace-separated words."""
-    head = f"sim reply from {model} to: {user_text[:40]}".split()
+def reply_text(model: str, user_text: str, n_words: int, *, choice: int = 0) -> str:
+    """A deterministic reply of exactly ``max(n_words, head)`` whitespace-separated words; choices
+    after the first (OpenAI ``n``) say which they are (``sim reply #2 from ...``)."""
+    number = f" #{choice + 1}" if choice else ""
+    head = f"sim reply{number} from {model} to: {user_text[:40]}".split()
     pad = [f"w{i}" for i in range(max(0, n_words - len(head)))]
     return " ".join(head + pad)
 
@@ -125,27 +127,43 @@ def ollama_tool_call(call: ToolCall) -> JsonDict:
     return {"function": {"name": call.name, "arguments": call.arguments}}
 
 
-def openai_chat(
-    model: str, content: str | None, prompt_tokens: int, completion_tokens: int, *, seq: int, created: int,
-    tool_call: ToolCall | None = None,
-) -> JsonDict:
+#: One choice of a chat reply: its text, or its tool call.
+Choice = tuple[str | None, ToolCall | None]
+
+
+def openai_logprobs(content: str | None, top: int) -> JsonDict:
+    """OpenAI's ``logprobs`` of a choice: one entry per word of the text, with ``top`` alternatives."""
+    def token(text: str, logprob: float) -> JsonDict:
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    words = (content or "").split(" ")
+    return {"content": [{**token(w, -0.25), "top_logprobs": [token(w if k == 0 else f"{w}~{k}", -0.25 * (k + 1))
+                                                               for k in range(top)]}
+                        for w in words if w], "refusal": None}
+
+
+def _openai_choice(index: int, content: str | None, tool_call: ToolCall | None, logprobs_top: int | None) -> JsonDict:
     message: JsonDict = {"role": "assistant", "content": content, "refusal": None}
     if tool_call is not None:
         message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [openai_tool_call(tool_call)]}
+    return {"index": index, "message": message,
+            "logprobs": None if logprobs_top is None else openai_logprobs(content, logprobs_top),
+            "finish_reason": "stop" if tool_call is None else "tool_calls"}
+
+
+def openai_chat(
+    model: str, content: str | None, prompt_tokens: int, completion_tokens: int, *, seq: int, created: int,
+    tool_call: ToolCall | None = None, more: tuple[Choice, ...] = (), logprobs_top: int | None = None,
+) -> JsonDict:
+    """``more``: the choices after the first (a request with ``n`` > 1); ``completion_tokens`` covers all.
+    ``logprobs_top``: the request asked for logprobs, with this many ``top_logprobs``."""
     return {
         "id": f"chatcmpl-sim-{seq}",
         "object": "chat.completion",
         "created": created,
         "model": model,
         "system_fingerprint": "fp_sim",
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": "stop" if tool_call is None else "tool_calls",
-            }
-        ],
+        "choices": [_openai_choice(i, c, t, logprobs_top) for i, (c, t) in enumerate(((content, tool_call), *more))],
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -207,14 +225,16 @@ def ollama_chat(
 
 def success_body(
     api: str, path: str, model: str, content: str | None, pt: int, ct: int, *, seq: int, created: int,
-    tool_call: ToolCall | None = None,
+    tool_call: ToolCall | None = None, more: tuple[Choice, ...] = (), logprobs_top: int | None = None,
 ) -> JsonDict:
     """The success reply for ``api``; Ollama's shape depends on the endpoint path.
 
-    ``/api/generate`` has no tools, so a tool call there is never asked for.
+    ``/api/generate`` has no tools, so a tool call there is never asked for. Only OpenAI's
+    format carries several choices (``more``).
     """
     if api == "openai":
-        return openai_chat(model, content, pt, ct, seq=seq, created=created, tool_call=tool_call)
+        return openai_chat(model, content, pt, ct, seq=seq, created=created, tool_call=tool_call, more=more,
+                           logprobs_top=logprobs_top)
     if api == "anthropic":
         return anthropic_message(model, content, pt, ct, seq=seq, tool_call=tool_call)
     if path.endswith("/generate"):

@@ -22,7 +22,12 @@ import orjson
 
 from pipeline.contracts.models import CompletionRequest, RequestKind
 
-KEY_VERSION = 2  # 2: the scope (and, scope `tenant`, the tenant) joined the key
+KEY_VERSION = 3  # 2: the scope (and, scope `tenant`, the tenant) joined the key; 3: the sampling parameters
+
+#: The request's OpenAI chat parameters: each changes the answer, so each is part of the key.
+SAMPLING_FIELDS = ("top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
+                   "top_logprobs", "user", "parallel_tool_calls", "reasoning_effort", "service_tier", "n",
+                   "extra_body")
 
 Scope = Literal["tenant", "shared"]
 SCOPES: tuple[Scope, ...] = ("tenant", "shared")
@@ -45,6 +50,8 @@ def _canonical(model: str, request: CompletionRequest, scope: Scope) -> dict[str
         "tool_choice": request.tool_choice,
         "response_format": None if request.response_format is None
         else request.response_format.model_dump(mode="json", by_alias=True, exclude_none=True),
+        # Everything else that shapes the answer (the OpenAI chat parameters, the extra_body hatch).
+        "sampling": request.model_dump(mode="json", include=set(SAMPLING_FIELDS), exclude_none=True),
     }
 
 

@@ -88,6 +88,8 @@ def _answer_reply(
         content=r.content,
         tool_calls=list(r.tool_calls) or None,
         finish_reason=r.finish_reason,
+        choices=list(r.choices) or None,
+        logprobs=r.logprobs,
         parsed=answer.parsed,
         embeddings=[list(v) for v in r.embeddings] if r.embeddings is not None else None,
         cached=answer.cache_hit,

@@ -22,8 +22,13 @@ from pipeline.transport.model_info import count_message_tokens, count_text_token
 class Candidate:
     spec: ModelSpec
     prompt_tokens: int
-    completion_tokens: int  # what the estimate assumes: max_tokens, else the default
+    completion_tokens: int  # what the estimate assumes: max_tokens, else the default, times the choices (n)
     estimated_cost_usd: float
+    choices: int = 1  # n: each choice is a completion of its own (they share the context window, not the tokens)
+
+    @property
+    def tokens_per_choice(self) -> int:
+        return self.completion_tokens // self.choices
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +75,11 @@ def count_prompt_tokens(spec: ModelSpec, request: CompletionRequest) -> int:
 
 def estimate(spec: ModelSpec, request: CompletionRequest, default_completion_tokens: int) -> Candidate:
     prompt = count_prompt_tokens(spec, request)
-    completion = 0 if request.kind is RequestKind.EMBEDDING else request.max_tokens or default_completion_tokens
+    choices = request.n or 1
+    per_choice = request.max_tokens or default_completion_tokens
+    completion = 0 if request.kind is RequestKind.EMBEDDING else per_choice * choices
     inp, out = per_token_prices(spec)
-    return Candidate(spec, prompt, completion, prompt * inp + completion * out)
+    return Candidate(spec, prompt, completion, prompt * inp + completion * out, choices)
 
 
 def _order(candidates: list[Candidate], preference: CostPreference) -> list[Candidate]:
@@ -117,9 +124,9 @@ def plan_route(
             continue
         candidate = estimate(spec, request, default_completion_tokens)
         window = spec.context_window
-        if window is not None and candidate.prompt_tokens + candidate.completion_tokens > window:
+        if window is not None and candidate.prompt_tokens + candidate.tokens_per_choice > window:
             skipped.append(Skipped(name, SkipReason.CONTEXT_TOO_LONG,
-                                   f"{candidate.prompt_tokens}+{candidate.completion_tokens} tokens > {window}"))
+                                   f"{candidate.prompt_tokens}+{candidate.tokens_per_choice} tokens > {window}"))
             continue
         if ceiling is not None and candidate.estimated_cost_usd > ceiling:
             skipped.append(Skipped(name, SkipReason.OVER_COST_CEILING,

@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.contracts.models import (
     CompletionRequest,
     ErrorCode,
+    ReplyChoice,
     RequestKind,
     ToolCall,
     ToolCallFunction,
@@ -49,7 +50,9 @@ class LiteLLMProvider:
         import litellm  # imported here: it is slow, and the rest of the package must not pay for it
 
         litellm.suppress_debug_info = True
-        litellm.drop_params = True  # a parameter one provider lacks must not fail a fallback
+        # A parameter the provider lacks fails the attempt (bad_request) unless the catalog model sets
+        # drop_params, which is passed per call: LiteLLM's global switch stays off.
+        litellm.drop_params = False
         # Retries are ours (stages/retry.py). LiteLLM's OpenAI embedding path reads
         # `max_retries or DEFAULT_MAX_RETRIES`, so max_retries=0 alone still retried twice.
         litellm.DEFAULT_MAX_RETRIES = 0  # type: ignore[misc]  # Final in LiteLLM's stubs, read at call time
@@ -73,12 +76,15 @@ class LiteLLMProvider:
             "timeout": timeout_s,
             "max_retries": 0,
             "num_retries": 0,
+            "drop_params": spec.drop_params,
         }
         if spec.api_base:
             kwargs["api_base"] = spec.api_base
         if request.kind is RequestKind.EMBEDDING:
             return await self._embed(spec, request, kwargs, secrets)
         kwargs.update(_chat_parameters(request))
+        if request.extra_body:
+            kwargs.update(_extra_body(spec, request.extra_body, kwargs))
         if on_delta is not None:
             client = self._stream_client(spec, key)
             if client is not None:
@@ -171,23 +177,88 @@ def _chat_parameters(request: CompletionRequest) -> dict[str, Any]:
             params["tool_choice"] = request.tool_choice
     if request.response_format is not None:
         params["response_format"] = request.response_format.model_dump(by_alias=True, exclude_none=True)
+    params.update(sampling_parameters(request))
     return params
 
 
+#: The request's OpenAI chat parameters that go to LiteLLM under their own names, when set.
+SAMPLING_PARAMETERS = ("top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
+                       "top_logprobs", "user", "reasoning_effort", "service_tier", "n")
+
+
+def sampling_parameters(request: CompletionRequest) -> dict[str, Any]:
+    """The OpenAI chat parameters the request set (none sent as null), `parallel_tool_calls` only
+    with tools (`extra_body` goes by the provider: `_extra_body`)."""
+    params: dict[str, Any] = {}
+    for name in SAMPLING_PARAMETERS:
+        value = getattr(request, name)
+        if value is not None:
+            params[name] = dict(value) if isinstance(value, dict) else list(value) if isinstance(value, list) else value
+    if request.tools and request.parallel_tool_calls is not None:
+        params["parallel_tool_calls"] = request.parallel_tool_calls
+    return params
+
+
+def _extra_body(spec: Endpoint, extra: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The request's `extra_body`, as LiteLLM passes extra fields to the provider: OpenAI-compatible
+    providers take it as `extra_body` (the OpenAI SDK merges it into the JSON body); for the others
+    LiteLLM puts extra keyword arguments in the body, so the keys go as such, except any that
+    LiteLLM reads as call settings (api_base, api_key, headers, ...): those are refused, so a
+    request can never redirect the call or its key."""
+    import inspect
+
+    import litellm
+    from litellm.types.utils import all_litellm_params
+
+    provider = spec.litellm_model.partition("/")[0]
+    if provider in ("openai", "azure", "text-completion-openai", *litellm.openai_compatible_providers):
+        return {"extra_body": dict(extra)}
+    settings = set(all_litellm_params) | set(inspect.signature(litellm.acompletion).parameters) | set(kwargs)
+    refused = sorted(k for k in extra if k in settings)
+    if refused:
+        raise ProviderError(ErrorCode.BAD_REQUEST, f"{spec.name}: extra_body may not set {', '.join(refused)} "
+                                                   f"(call settings or fields the pipeline sets itself)")
+    return dict(extra)
+
+
+def _tool_calls(choice: Any) -> tuple[ToolCall, ...]:
+    return tuple(
+        ToolCall(id=str(c.id), function=ToolCallFunction(name=c.function.name, arguments=c.function.arguments or "{}"))
+        for c in (getattr(choice.message, "tool_calls", None) or ())
+    )
+
+
+def _logprobs(choice: Any) -> Any:
+    """A choice's log probabilities as JSON data, or None when the provider sent none."""
+    found = getattr(choice, "logprobs", None)
+    if found is None:
+        return None
+    dump = getattr(found, "model_dump", None)
+    return dump(mode="json", exclude_none=True) if dump is not None else found
+
+
+def _choices(response: Any) -> tuple[ReplyChoice, ...]:
+    """Every choice, when the provider returned several (a request with n > 1); else none."""
+    if len(response.choices) < 2:
+        return ()
+    return tuple(ReplyChoice(index=i, content=c.message.content, tool_calls=list(_tool_calls(c)) or None,
+                             finish_reason=c.finish_reason, logprobs=_logprobs(c))
+                 for i, c in enumerate(response.choices))
+
+
 def parse_response(response: Any, spec: Endpoint) -> ProviderResponse:
+    """The first choice as the answer (all of them in `choices` when there are several), and the
+    usage, which covers every choice."""
     try:
         choice = response.choices[0]
         usage = response.usage
         prompt_details = getattr(usage, "prompt_tokens_details", None)
         completion_details = getattr(usage, "completion_tokens_details", None)
-        calls = tuple(
-            ToolCall(id=str(c.id),
-                     function=ToolCallFunction(name=c.function.name, arguments=c.function.arguments or "{}"))
-            for c in (getattr(choice.message, "tool_calls", None) or ())
-        )
         return ProviderResponse(
             content=choice.message.content,
-            tool_calls=calls,
+            tool_calls=_tool_calls(choice),
+            choices=_choices(response),
+            logprobs=_logprobs(choice),
             prompt_tokens=int(usage.prompt_tokens or 0),
             completion_tokens=int(usage.completion_tokens or 0),
             finish_reason=choice.finish_reason,

@@ -165,6 +165,18 @@ def _rejection_detail(exc: BaseException) -> str:
     return "; ".join(reversed(parts))
 
 
+def _unsupported_params(exc: BaseException) -> str | None:
+    """LiteLLM's refusal of a parameter the provider lacks (raised before sending), told as what to
+    do about it in our terms (its own advice names its global switch and its proxy), or None."""
+    import litellm
+
+    if not isinstance(exc, litellm.UnsupportedParamsError):
+        return None
+    said = str(exc).removeprefix("litellm.UnsupportedParamsError: ").split(" To drop these", 1)[0].strip()
+    return (f"{said.rstrip('.')}; leave the parameter out, or set drop_params: true on the model in models.yaml "
+            "to have unsupported parameters dropped")
+
+
 def classify(exc: BaseException, secrets: tuple[str, ...] = ()) -> ProviderError:
     """Turn any exception from a provider call into a ProviderError.
 
@@ -173,6 +185,9 @@ def classify(exc: BaseException, secrets: tuple[str, ...] = ()) -> ProviderError
     A request LiteLLM refused before sending anything has no provider signal: `bad_request`."""
     if isinstance(exc, ProviderError):
         return exc
+    unsupported = _unsupported_params(exc)
+    if unsupported is not None:  # a request-level problem, never retried: the same call fails the same way
+        return ProviderError(ErrorCode.BAD_REQUEST, redact(unsupported, secrets)[:1000], status=400)
     guess = next((mapped for cls, mapped in _exception_table() if isinstance(exc, cls)), None)
     if rejected_before_sending(exc):
         code = classify_signal(ProviderSignal(message=str(exc), before_network=True), guess)

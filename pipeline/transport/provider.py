@@ -11,9 +11,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
-from pipeline.contracts.models import CompletionRequest, ErrorCode, ToolCall
+from pipeline.contracts.models import CompletionRequest, ErrorCode, ReplyChoice, ToolCall
 
 
 class SecretLookup(Protocol):
@@ -33,6 +33,10 @@ class Endpoint(Protocol):
     def api_base(self) -> str | None: ...
     @property
     def api_key_env(self) -> str | None: ...
+    @property
+    def drop_params(self) -> bool:
+        """Let LiteLLM drop the request parameters this provider does not support (else: bad_request)."""
+        ...
     def key_source(self) -> str | None:
         """How the key is named (`env NAME`, `file PATH`, `secret NAME`), never its value."""
         ...
@@ -55,6 +59,8 @@ class ProviderResponse:
     ttft_ms: float = 0.0  # time to the first delta (streaming only)
     tokens_estimated: bool = False  # counted from the text with LiteLLM's tokenizer: the provider sent none
     skipped_events: int = 0  # undecodable stream events dropped (streaming only)
+    choices: tuple[ReplyChoice, ...] = ()  # every choice when the provider returned several (n > 1)
+    logprobs: Any = None  # the answer's token log probabilities (JSON data), when asked for and sent
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.contracts.models import CompletionRequest, ToolCall
+from pipeline.contracts.models import CompletionRequest, ReplyChoice, ToolCall
 from pipeline.stages.cache import Scope, cache_key, cacheable
 from pipeline.stages.call import CacheHit
 from pipeline.state.response_cache import ResponseCache
@@ -29,6 +29,7 @@ def encode_answer(response: ProviderResponse, tenant: str | None = None) -> byte
         "completion_tokens": response.completion_tokens, "finish_reason": response.finish_reason,
         "tool_calls": [c.model_dump(mode="json") for c in response.tool_calls],
         "embeddings": response.embeddings,
+        "choices": [c.model_dump(mode="json") for c in response.choices], "logprobs": response.logprobs,
     })
 
 
@@ -44,6 +45,8 @@ def decode_answer(data: bytes) -> ProviderResponse | None:
             completion_tokens=int(doc["completion_tokens"]), finish_reason=doc.get("finish_reason"),
             tool_calls=tuple(ToolCall.model_validate(c) for c in doc.get("tool_calls") or ()),
             embeddings=tuple(tuple(v) for v in embeddings) if embeddings is not None else None,
+            choices=tuple(ReplyChoice.model_validate(c) for c in doc.get("choices") or ()),
+            logprobs=doc.get("logprobs"),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
