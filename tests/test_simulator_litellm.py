@@ -353,7 +353,10 @@ async def test_stream_chunks_arrive_over_time(sim: ProviderSimulator, ctl: Simul
         if chunk.choices and chunk.choices[0].delta.content:
             arrivals.append(time.perf_counter())
     assert len(arrivals) == 4  # 16 words, 4 per chunk
-    assert arrivals[-1] - arrivals[0] >= 0.1
+    # Three 40 ms gaps between the first and the last chunk: 120 ms as sent. The client reads
+    # through buffers that can merge a gap into its neighbour (98 ms was seen in CI), so the
+    # bound is two gaps; chunks sent all at once arrive within a few milliseconds.
+    assert arrivals[-1] - arrivals[0] >= 0.08
 
 
 @pytest.mark.parametrize("provider", ALL)
