@@ -222,36 +222,30 @@ async def start_explained(start: Callable[[], Awaitable[Any]], access: KafkaAcce
         aiokafka_log.removeHandler(captured)
 
 
-class _ExplainingConsumer(AIOKafkaConsumer):
-    """An AIOKafkaConsumer whose failed start raises KafkaConnectError (and closes what it opened)."""
+class _ExplainedStart:
+    """A failed `start()` raises KafkaConnectError naming the cause, and closes what it opened."""
 
+    _access: KafkaAccess
+
+    async def start(self) -> None:
+        try:
+            await start_explained(super().start, self._access)  # type: ignore[misc]
+        except KafkaConnectError:
+            with contextlib.suppress(Exception):
+                await self.stop()  # type: ignore[attr-defined]
+            raise
+
+
+class _ExplainingConsumer(_ExplainedStart, AIOKafkaConsumer):
     def __init__(self, *topics: str, access: KafkaAccess, **options: Any) -> None:
         super().__init__(*topics, **options)
         self._access = access
 
-    async def start(self) -> None:
-        try:
-            await start_explained(super().start, self._access)
-        except KafkaConnectError:
-            with contextlib.suppress(Exception):
-                await self.stop()
-            raise
 
-
-class _ExplainingProducer(AIOKafkaProducer):
-    """An AIOKafkaProducer whose failed start raises KafkaConnectError (and closes what it opened)."""
-
+class _ExplainingProducer(_ExplainedStart, AIOKafkaProducer):
     def __init__(self, *, access: KafkaAccess, **options: Any) -> None:
         super().__init__(**options)
         self._access = access
-
-    async def start(self) -> None:
-        try:
-            await start_explained(super().start, self._access)
-        except KafkaConnectError:
-            with contextlib.suppress(Exception):
-                await self.stop()
-            raise
 
 
 def kafka_consumer(settings: Settings, *topics: str, **options: Any) -> AIOKafkaConsumer:

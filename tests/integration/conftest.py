@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import io
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -31,3 +33,23 @@ async def start_worker(settings: Settings, sim: object) -> AsyncIterator[Callabl
     yield start
     for worker in reversed(started):
         await worker.stop()
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """The worker's logging as in production (`configure_logging`: JSON lines), at DEBUG so that
+    every line the pipeline can write is checked. The handler's stream is swapped for a buffer
+    (pytest's own capture closes the streams it lends out between phases); the previous logging
+    set-up is put back afterwards."""
+    from pipeline.observability.logs import _NOISY, JsonFormatter, configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, {name: logging.getLogger(name).level for name in _NOISY}
+    configure_logging("DEBUG", "json")
+    (handler,) = [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]
+    buffer = io.StringIO()
+    handler.setStream(buffer)  # type: ignore[attr-defined]
+    yield buffer
+    root.handlers[:], root.level = saved[0], saved[1]
+    for name, level in saved[2].items():
+        logging.getLogger(name).setLevel(level)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import logging
 import re
 
 import httpx
@@ -110,26 +108,6 @@ async def test_readiness_flips_when_the_broker_goes_away(settings, sim, tmp_path
 
 #: A prompt nobody else would write: wherever it turns up, the prompt leaked there.
 PROMPT_MARKER = "zq-PROMPT-MARKER-7f3a91c2"
-
-
-@pytest.fixture
-def json_logs():
-    """The worker's logging as in production (`configure_logging`: JSON lines), at DEBUG so that
-    every line the pipeline can write is checked. The handler's stream is swapped for a buffer
-    (pytest's own capture closes the streams it lends out between phases); the previous logging
-    set-up is put back afterwards."""
-    from pipeline.observability.logs import _NOISY, JsonFormatter, configure_logging
-
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level, {name: logging.getLogger(name).level for name in _NOISY}
-    configure_logging("DEBUG", "json")
-    (handler,) = [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]
-    buffer = io.StringIO()
-    handler.setStream(buffer)  # type: ignore[attr-defined]
-    yield buffer
-    root.handlers[:], root.level = saved[0], saved[1]
-    for name, level in saved[2].items():
-        logging.getLogger(name).setLevel(level)
 
 
 async def test_json_log_lines_carry_request_context_and_no_prompt(settings, start_worker, sim, json_logs) -> None:

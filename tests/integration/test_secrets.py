@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
-import logging
 import os
 from pathlib import Path
 
@@ -56,23 +54,6 @@ async def keyed_sim(sim):
     await sim.configure(api_keys={"keyed-file-model": [_digest(FILE_KEY)], "keyed-dir-model": [_digest(DIR_KEY)]})
     yield sim
     await sim.configure(api_keys={})
-
-
-@pytest.fixture
-def json_logs():
-    """Production logging (`configure_logging`, JSON lines) at DEBUG, into a buffer."""
-    from pipeline.observability.logs import _NOISY, JsonFormatter, configure_logging
-
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level, {name: logging.getLogger(name).level for name in _NOISY}
-    configure_logging("DEBUG", "json")
-    (handler,) = [h for h in root.handlers if isinstance(h.formatter, JsonFormatter)]
-    buffer = io.StringIO()
-    handler.setStream(buffer)  # type: ignore[attr-defined]
-    yield buffer
-    root.handlers[:], root.level = saved[0], saved[1]
-    for name, level in saved[2].items():
-        logging.getLogger(name).setLevel(level)
 
 
 def _ask(request_id: str, model: str) -> CompletionRequest:
