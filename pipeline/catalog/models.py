@@ -19,12 +19,23 @@ _PROVIDER_ALIASES = {"ollama_chat": "ollama", "hosted_vllm": "vllm"}
 
 
 class Price(BaseModel):
-    """USD per million tokens; overrides LiteLLM's price map for this model."""
+    """USD per million tokens; overrides LiteLLM's price map for this model.
+
+    The optional rates price the usage details a provider reports; unset, such tokens are priced
+    at the plain input (cache, audio input) or output (reasoning, audio output) rate."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
+    cache_read_per_mtok: float | None = Field(
+        default=None, ge=0, description="Cached input tokens (OpenAI cached_tokens, Anthropic cache_read_input_tokens).")
+    cache_write_per_mtok: float | None = Field(
+        default=None, ge=0, description="Anthropic cache_creation_input_tokens.")
+    reasoning_per_mtok: float | None = Field(default=None, ge=0, description="Reasoning output tokens.")
+    audio_input_per_mtok: float | None = Field(default=None, ge=0)
+    audio_output_per_mtok: float | None = Field(default=None, ge=0)
+    image_input_per_mtok: float | None = Field(default=None, ge=0)
 
 
 class ModelSpec(BaseModel):
