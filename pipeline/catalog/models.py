@@ -29,7 +29,7 @@ class Price(BaseModel):
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
     cache_read_per_mtok: float | None = Field(
-        default=None, ge=0, description="Cached input tokens (OpenAI cached_tokens, Anthropic cache_read_input_tokens).")
+        default=None, ge=0, description="Cached input (OpenAI cached_tokens, Anthropic cache_read_input_tokens).")
     cache_write_per_mtok: float | None = Field(
         default=None, ge=0, description="Anthropic cache_creation_input_tokens.")
     reasoning_per_mtok: float | None = Field(default=None, ge=0, description="Reasoning output tokens.")
