@@ -6,7 +6,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from pipeline.observability import tracing
-from tests.integration.kafka_helpers import encode, header, read_topic, request_doc
+from tests.integration.kafka_helpers import encode, eventually, header, read_topic, request_doc
 
 pytestmark = pytest.mark.kafka
 otel = pytest.importorskip("opentelemetry.sdk.trace", reason="install llm-pipeline[tracing]")
@@ -45,7 +45,12 @@ async def test_spans_continue_the_producers_trace(settings, start_worker, sim, s
     finally:
         await producer.stop()
     (reply,) = await read_topic(settings.kafka_bootstrap_servers, settings.topic_replies, count=1)
-    finished = {s.name: s for s in spans.get_finished_spans()}
+
+    async def both_spans_ended() -> dict | None:  # the request's span ends just after its reply is out
+        finished = {s.name: s for s in spans.get_finished_spans()}
+        return finished if {"llm.request", "llm.provider_call"} <= finished.keys() else None
+
+    finished = await eventually(both_spans_ended, timeout_s=10)
     request_span, call_span = finished["llm.request"], finished["llm.provider_call"]
     assert format(request_span.context.trace_id, "032x") == TRACE_ID  # continues the producer's trace
     assert call_span.parent.span_id == request_span.context.span_id
