@@ -219,6 +219,11 @@ class Settings(BaseSettings):
 
     # Configuration files and providers
     config_dir: Path = Field(Path("config"), validation_alias=_env("CONFIG_DIR"))
+    litellm_config: Path | None = Field(
+        None, description="A LiteLLM Proxy config.yaml to take the models from instead of config_dir's "
+                          "models.yaml (routing.yaml and templates.yaml there still apply). A config_dir with "
+                          "config.yaml and no models.yaml is read the same way. Unsupported keys are "
+                          "reported by name at start-up.")
     config_reload_interval_s: float = Field(
         2.0, ge=0, description="How often the config files are checked for changes (0: only on SIGHUP)."
     )

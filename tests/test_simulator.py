@@ -125,7 +125,7 @@ def test_snapshot_reports_fired() -> None:
         {"fault": "auth", "probability": 1.5},
         {"fault": "auth", "times": -1},
         {"fault": "server_error", "status": 404},
-        {"api": "cohere", "fault": "auth"},
+        {"api": "bedrock", "fault": "auth"},  # not a wire format the simulator speaks
         {},  # neither a fault nor latency: a no-op rule is a mistake
         {"fault": "auth", "unknown": 1},
     ],

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from pipeline.analytics.filters import ANY_ROWS, RowFilter
 from pipeline.analytics.report_html import charts_for, write_html
 from pipeline.analytics.reports import DEFAULT_REPORT, REPORTS, ReportOptions, Table
 from pipeline.analytics.tables import plain_value as _plain
@@ -17,8 +18,6 @@ from pipeline.catalog.budgets import CostControls
 from pipeline.transport.clickhouse import ClickHouseUsageStore
 
 FORMATS = ("table", "json", "csv")
-
-
 
 
 def _print_many(console: Console, tables: dict[str, Table], fmt: str) -> None:
@@ -49,12 +48,16 @@ def run_report(
     console: Console,
     limit: int = 10,
     now: datetime | None = None,
+    only: RowFilter = ANY_ROWS,
 ) -> int:
     """Run one report (`name`; None = the default cost report), or `all`; return the exit code.
 
     `html`: also write one self-contained page with every report and its charts; with no
     `name`, only the page is written. Exit codes: 0 done, 2 bad arguments (unknown report or
-    format, days < 1). Query errors propagate.
+    format, days < 1, filters on the budgets report). Query errors propagate.
+
+    `only`: the rows (attempts) every report but `budgets` aggregates; `budgets` compares whole
+    spend with whole limits, so it refuses filters when asked for alone and ignores them in `all`.
     """
     if name is not None and name != "all" and name not in REPORTS:
         console.print(f"unknown report {name!r}: choose one of {', '.join(REPORTS)} or all")
@@ -65,9 +68,13 @@ def run_report(
     if days < 1 or limit < 1:
         console.print("--days and --limit must be at least 1")
         return 2
+    if name == "budgets" and only.active:
+        console.print("the budgets report compares all spend with the limits: --model, --tenant and --task-type "
+                      "do not apply to it")
+        return 2
     options = ReportOptions(
         days=days, limit=limit, now=now or datetime.now(UTC),  # one clock for every report of the run
-        cost_controls=catalog.routing.cost_controls if catalog is not None else CostControls(),
+        cost_controls=catalog.routing.cost_controls if catalog is not None else CostControls(), only=only,
     )
     wanted = list(REPORTS) if name == "all" or html is not None else [name or DEFAULT_REPORT]
     tables = {n: REPORTS[n](store, options) for n in wanted}

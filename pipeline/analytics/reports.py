@@ -2,8 +2,9 @@
 
 One function per analyst question, each returning a `Table`. Every query is a module constant
 with a `{db}` placeholder (the database) and ClickHouse query parameters (`{now:...}`,
-`{days:UInt32}`, `{limit:UInt32}`), so `docs/analytics.md` can quote it verbatim and
-clickhouse-client can run it with `--param_now=... --param_days=...`.
+`{days:UInt32}`, `{limit:UInt32}`, and the row filters `{model:String}`, `{tenant:String}`,
+`{task_type:String}`, '' = any: see `filters.py`), so `docs/analytics.md` can quote it verbatim
+and clickhouse-client can run it with `--param_now=... --param_days=...`.
 
 Exact figures read `llm_usage FINAL`: the table is a ReplacingMergeTree on `event_id`, and a
 re-delivered usage event sits next to its twin until a background merge, so a read without
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from pipeline.analytics.filters import ANY_ROWS, RowFilter
 from pipeline.catalog.budgets import CostControls, Limits
 from pipeline.transport.clickhouse import ClickHouseUsageStore
 
@@ -68,16 +70,20 @@ SELECT model, task_type, tenant,
        sum(cost_usd)          AS cost_usd
 FROM {db}.llm_usage FINAL
 WHERE ts >= {now:DateTime64(3, 'UTC')} - INTERVAL {days:UInt32} DAY
+  AND ({model:String} = '' OR model = {model:String}) AND ({tenant:String} = '' OR tenant = {tenant:String})
+  AND ({task_type:String} = '' OR task_type = {task_type:String})
 GROUP BY model, task_type, tenant
 ORDER BY cost_usd DESC, calls DESC, model, task_type, tenant
 """
 
 
-def cost_by_model_task_tenant(store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None) -> Table:
+def cost_by_model_task_tenant(
+    store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None, only: RowFilter = ANY_ROWS,
+) -> Table:
     """Cost and call counts by model, task type and tenant over the last `days` days (rolling)."""
-    rows = _run(store, COST_BY_MODEL_TASK_TENANT, days=days, now=_now_param(now))
+    rows = _run(store, COST_BY_MODEL_TASK_TENANT, days=days, now=_now_param(now), **only.parameters())
     return Table(
-        f"Cost by model, task type and tenant (last {days} days)",
+        f"Cost by model, task type and tenant (last {days} days{only.describe()})",
         ("model", "task_type", "tenant", "calls", "ok", "failed", "prompt_tokens", "completion_tokens", "cost_usd"),
         rows,
     )
@@ -95,17 +101,21 @@ SELECT toDate(ts)              AS day,
        sum(cost_usd)           AS cost_usd
 FROM {db}.llm_usage FINAL
 WHERE toDate(ts) >= toDate({now:DateTime64(3, 'UTC')}) - ({days:UInt32} - 1)
+  AND ({model:String} = '' OR model = {model:String}) AND ({tenant:String} = '' OR tenant = {tenant:String})
+  AND ({task_type:String} = '' OR task_type = {task_type:String})
 GROUP BY day, tenant, task_type, model
 ORDER BY day, tenant, task_type, model
 """
 
 
-def cost_by_day(store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None) -> Table:
+def cost_by_day(
+    store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None, only: RowFilter = ANY_ROWS,
+) -> Table:
     """Calls, failures, tokens and cost per UTC day, tenant, task type and model (every attempt)."""
     _check_days(days)
-    rows = _run(store, COST_BY_DAY, days=days, now=_now_param(now))
+    rows = _run(store, COST_BY_DAY, days=days, now=_now_param(now), **only.parameters())
     return Table(
-        f"Cost by day, tenant, task type and model (last {days} days)",
+        f"Cost by day, tenant, task type and model (last {days} days{only.describe()})",
         ("day", "tenant", "task_type", "model", "calls", "failed", "prompt_tokens", "completion_tokens", "cost_usd"),
         rows,
     )
@@ -187,6 +197,7 @@ SELECT model, provider,
        round(q[1], 3) AS p50_ms, round(q[2], 3) AS p95_ms, round(q[3], 3) AS p99_ms
 FROM {db}.llm_latency_hourly
 WHERE toDate(hour) >= toDate({now:DateTime64(3, 'UTC')}) - ({days:UInt32} - 1)
+  AND ({model:String} = '' OR model = {model:String})
 GROUP BY model, provider
 ORDER BY model, provider
 """
@@ -198,13 +209,16 @@ SELECT model, provider,
        round(q[1], 3) AS p50_ms, round(q[2], 3) AS p95_ms, round(q[3], 3) AS p99_ms
 FROM {db}.llm_usage FINAL
 WHERE toDate(ts) >= toDate({now:DateTime64(3, 'UTC')}) - ({days:UInt32} - 1)
+  AND ({model:String} = '' OR model = {model:String}) AND ({tenant:String} = '' OR tenant = {tenant:String})
+  AND ({task_type:String} = '' OR task_type = {task_type:String})
 GROUP BY model, provider
 ORDER BY model, provider
 """
 
 
 def latency_by_model(
-    store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None, exact: bool = False
+    store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None, exact: bool = False,
+    only: RowFilter = ANY_ROWS,
 ) -> Table:
     """p50/p95/p99 latency (ms) of every attempt, failed ones included, by model and provider.
 
@@ -216,9 +230,12 @@ def latency_by_model(
     any volume, slower). Hours are whole: the window starts at UTC midnight `days - 1` days ago.
     """
     _check_days(days)
-    rows = _run(store, LATENCY_BY_MODEL_EXACT if exact else LATENCY_BY_MODEL, days=days, now=_now_param(now))
+    exact = exact or bool(only.tenant or only.task_type)  # the rollup keeps model and provider only
+    params = only.parameters() if exact else {"model": only.model}
+    rows = _run(store, LATENCY_BY_MODEL_EXACT if exact else LATENCY_BY_MODEL, days=days, now=_now_param(now),
+                **params)
     return Table(
-        f"Latency percentiles by model and provider (last {days} days{', exact' if exact else ''})",
+        f"Latency percentiles by model and provider (last {days} days{', exact' if exact else ''}{only.describe()})",
         ("model", "provider", "calls", "p50_ms", "p95_ms", "p99_ms"),
         [(m, p, calls, p50, p95, p99) for m, p, calls, _q, p50, p95, p99 in rows],
     )
@@ -240,12 +257,16 @@ SELECT provider,
        countIf(is_fallback)                                             AS calls_as_fallback
 FROM {db}.llm_usage FINAL
 WHERE toDate(ts) >= toDate({now:DateTime64(3, 'UTC')}) - ({days:UInt32} - 1)
+  AND ({model:String} = '' OR model = {model:String}) AND ({tenant:String} = '' OR tenant = {tenant:String})
+  AND ({task_type:String} = '' OR task_type = {task_type:String})
 GROUP BY provider
 ORDER BY provider
 """
 
 
-def reliability_by_provider(store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None) -> Table:
+def reliability_by_provider(
+    store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None, only: RowFilter = ANY_ROWS,
+) -> Table:
     """Error rate and fallback rate per provider.
 
     `error_rate_pct`: failed attempts / attempts on the provider. `fallback_rate_pct`: of the
@@ -256,9 +277,9 @@ def reliability_by_provider(store: ClickHouseUsageStore, *, days: int = 30, now:
     (tenant, request_id); both its first attempt and its fallback must fall in the window.
     """
     _check_days(days)
-    rows = _run(store, RELIABILITY_BY_PROVIDER, days=days, now=_now_param(now))
+    rows = _run(store, RELIABILITY_BY_PROVIDER, days=days, now=_now_param(now), **only.parameters())
     return Table(
-        f"Error and fallback rates by provider (last {days} days)",
+        f"Error and fallback rates by provider (last {days} days{only.describe()})",
         ("provider", "calls", "errors", "error_rate_pct", "requests_started", "requests_fell_back",
          "fallback_rate_pct", "calls_as_fallback"),
         rows,
@@ -279,6 +300,8 @@ FROM
            sum(countIf(status != 'ok')) OVER (PARTITION BY provider) AS provider_errors
     FROM {db}.llm_usage FINAL
     WHERE toDate(ts) >= toDate({now:DateTime64(3, 'UTC')}) - ({days:UInt32} - 1)
+      AND ({model:String} = '' OR model = {model:String}) AND ({tenant:String} = '' OR tenant = {tenant:String})
+      AND ({task_type:String} = '' OR task_type = {task_type:String})
     GROUP BY provider, error_code
 )
 WHERE errors > 0
@@ -286,12 +309,14 @@ ORDER BY provider, errors DESC, error_code
 """
 
 
-def errors_by_provider_code(store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None) -> Table:
+def errors_by_provider_code(
+    store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None, only: RowFilter = ANY_ROWS,
+) -> Table:
     """Failed attempts by provider and error code: share of the provider's calls and of its errors."""
     _check_days(days)
-    rows = _run(store, ERRORS_BY_PROVIDER_CODE, days=days, now=_now_param(now))
+    rows = _run(store, ERRORS_BY_PROVIDER_CODE, days=days, now=_now_param(now), **only.parameters())
     return Table(
-        f"Errors by provider and error code (last {days} days)",
+        f"Errors by provider and error code (last {days} days{only.describe()})",
         ("provider", "error_code", "errors", "pct_of_calls", "pct_of_errors", "cost_usd"),
         rows,
     )
@@ -311,12 +336,16 @@ SELECT if(grouping(model) = 1, '(all)', model)                         AS model_
        round(if(total_usd = 0, 0, toFloat64(wasted_usd) / toFloat64(total_usd) * 100), 2) AS wasted_pct
 FROM {db}.llm_usage FINAL
 WHERE toDate(ts) >= toDate({now:DateTime64(3, 'UTC')}) - ({days:UInt32} - 1)
+  AND ({model:String} = '' OR model = {model:String}) AND ({tenant:String} = '' OR tenant = {tenant:String})
+  AND ({task_type:String} = '' OR task_type = {task_type:String})
 GROUP BY GROUPING SETS ((model, provider), ())
 ORDER BY grouping(model), wasted_usd DESC, model_, provider_
 """
 
 
-def wasted_cost(store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None) -> Table:
+def wasted_cost(
+    store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None, only: RowFilter = ANY_ROWS,
+) -> Table:
     """Cost spent on attempts that produced no useful reply, by model and provider, plus a total row.
 
     wasted = `not_final_usd` + `failed_reply_usd`, two disjoint parts:
@@ -331,9 +360,9 @@ def wasted_cost(store: ClickHouseUsageStore, *, days: int = 30, now: datetime | 
     the model/provider that charged it. `wasted_pct` = wasted / all spend of that row.
     """
     _check_days(days)
-    rows = _run(store, WASTED_COST, days=days, now=_now_param(now))
+    rows = _run(store, WASTED_COST, days=days, now=_now_param(now), **only.parameters())
     return Table(
-        f"Cost wasted on failed attempts (last {days} days)",
+        f"Cost wasted on failed attempts (last {days} days{only.describe()})",
         ("model", "provider", "not_final_attempts", "not_final_usd", "failed_replies", "failed_reply_usd",
          "wasted_usd", "total_usd", "wasted_pct"),
         rows,
@@ -351,6 +380,8 @@ SELECT tenant,
        spend_usd / requests                                              AS avg_request_usd
 FROM {db}.llm_usage FINAL
 WHERE toDate(ts) >= toDate({now:DateTime64(3, 'UTC')}) - ({days:UInt32} - 1)
+  AND ({model:String} = '' OR model = {model:String}) AND ({tenant:String} = '' OR tenant = {tenant:String})
+  AND ({task_type:String} = '' OR task_type = {task_type:String})
 GROUP BY tenant
 ORDER BY spend_usd DESC, tenant
 LIMIT {limit:UInt32}
@@ -358,13 +389,14 @@ LIMIT {limit:UInt32}
 
 
 def top_tenants(
-    store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None, limit: int = 10
+    store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None, limit: int = 10,
+    only: RowFilter = ANY_ROWS,
 ) -> Table:
     """The `limit` tenants that spent most; share_pct is of all tenants' spend in the window."""
     _check_days(days)
-    rows = _run(store, TOP_TENANTS, days=days, now=_now_param(now), limit=limit)
+    rows = _run(store, TOP_TENANTS, days=days, now=_now_param(now), limit=limit, **only.parameters())
     return Table(
-        f"Top {limit} tenants by spend (last {days} days)",
+        f"Top {limit} tenants by spend (last {days} days{only.describe()})",
         ("tenant", "requests", "calls", "cost_usd", "share_pct", "avg_request_usd"),
         rows,
     )
@@ -380,10 +412,14 @@ SELECT request_id, tenant,
        sum(cost_usd)                                                      AS spend_usd
 FROM {db}.llm_usage FINAL
 WHERE toDate(ts) >= toDate({now:DateTime64(3, 'UTC')}) - ({days:UInt32} - 1)
+  AND ({model:String} = '' OR model = {model:String}) AND ({tenant:String} = '' OR tenant = {tenant:String})
+  AND ({task_type:String} = '' OR task_type = {task_type:String})
   AND (tenant, request_id) IN (
       -- the top requests first (cheap aggregates only), then their details
       SELECT tenant, request_id FROM {db}.llm_usage FINAL
       WHERE toDate(ts) >= toDate({now:DateTime64(3, 'UTC')}) - ({days:UInt32} - 1)
+        AND ({model:String} = '' OR model = {model:String}) AND ({tenant:String} = '' OR tenant = {tenant:String})
+        AND ({task_type:String} = '' OR task_type = {task_type:String})
       GROUP BY tenant, request_id
       ORDER BY sum(cost_usd) DESC, min(ts), request_id
       LIMIT {limit:UInt32})
@@ -393,13 +429,14 @@ ORDER BY spend_usd DESC, first_ts, request_id
 
 
 def top_requests(
-    store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None, limit: int = 10
+    store: ClickHouseUsageStore, *, days: int = 30, now: datetime | None = None, limit: int = 10,
+    only: RowFilter = ANY_ROWS,
 ) -> Table:
     """The `limit` most expensive requests (all their attempts), with the models tried in order."""
     _check_days(days)
-    rows = _run(store, TOP_REQUESTS, days=days, now=_now_param(now), limit=limit)
+    rows = _run(store, TOP_REQUESTS, days=days, now=_now_param(now), limit=limit, **only.parameters())
     return Table(
-        f"Top {limit} requests by cost (last {days} days)",
+        f"Top {limit} requests by cost (last {days} days{only.describe()})",
         ("request_id", "tenant", "task_type", "attempts", "models", "last_status", "first_ts", "cost_usd"),
         rows,
     )
@@ -415,20 +452,21 @@ class ReportOptions:
     now: datetime | None = None
     limit: int = 10
     cost_controls: CostControls | None = None
+    only: RowFilter = ANY_ROWS  # every report but `budgets` (whole spend against whole limits)
 
 
 Report = Callable[[ClickHouseUsageStore, ReportOptions], Table]
 
 #: Report name (as typed on the command line) -> report. `cost` is the default.
 REPORTS: dict[str, Report] = {
-    "cost": lambda s, o: cost_by_model_task_tenant(s, days=o.days, now=o.now),
-    "daily": lambda s, o: cost_by_day(s, days=o.days, now=o.now),
+    "cost": lambda s, o: cost_by_model_task_tenant(s, days=o.days, now=o.now, only=o.only),
+    "daily": lambda s, o: cost_by_day(s, days=o.days, now=o.now, only=o.only),
     "budgets": lambda s, o: budget_burn(s, o.cost_controls, now=o.now),
-    "latency": lambda s, o: latency_by_model(s, days=o.days, now=o.now),
-    "reliability": lambda s, o: reliability_by_provider(s, days=o.days, now=o.now),
-    "errors": lambda s, o: errors_by_provider_code(s, days=o.days, now=o.now),
-    "waste": lambda s, o: wasted_cost(s, days=o.days, now=o.now),
-    "top-tenants": lambda s, o: top_tenants(s, days=o.days, now=o.now, limit=o.limit),
-    "top-requests": lambda s, o: top_requests(s, days=o.days, now=o.now, limit=o.limit),
+    "latency": lambda s, o: latency_by_model(s, days=o.days, now=o.now, only=o.only),
+    "reliability": lambda s, o: reliability_by_provider(s, days=o.days, now=o.now, only=o.only),
+    "errors": lambda s, o: errors_by_provider_code(s, days=o.days, now=o.now, only=o.only),
+    "waste": lambda s, o: wasted_cost(s, days=o.days, now=o.now, only=o.only),
+    "top-tenants": lambda s, o: top_tenants(s, days=o.days, now=o.now, limit=o.limit, only=o.only),
+    "top-requests": lambda s, o: top_requests(s, days=o.days, now=o.now, limit=o.limit, only=o.only),
 }
 DEFAULT_REPORT = "cost"

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from pipeline.catalog import (
+    LITELLM_FILE,
     MODELS_FILE,
     ROUTING_FILE,
     TEMPLATES_FILE,
@@ -25,10 +26,11 @@ log = logging.getLogger(__name__)
 
 
 class LiveCatalog:
-    def __init__(self, config_dir: Path, initial: Catalog | None = None) -> None:
+    def __init__(self, config_dir: Path, initial: Catalog | None = None, litellm_config: Path | None = None) -> None:
         self.config_dir = Path(config_dir)
+        self.litellm_config = Path(litellm_config) if litellm_config is not None else None
         self._stamp = self._file_stamp()
-        self._current = initial or load_catalog(self.config_dir)
+        self._current = initial or load_catalog(self.config_dir, self.litellm_config)
         self.reloads = 0
         self.rejected = 0
         self.last_error: str | None = None
@@ -38,9 +40,10 @@ class LiveCatalog:
 
     def _file_stamp(self) -> tuple[tuple[int, int], ...]:
         stamps = []
-        for name in (MODELS_FILE, ROUTING_FILE, TEMPLATES_FILE):
+        files = [self.config_dir / name for name in (MODELS_FILE, ROUTING_FILE, TEMPLATES_FILE, LITELLM_FILE)]
+        for file in files + ([self.litellm_config] if self.litellm_config is not None else []):
             try:
-                st = (self.config_dir / name).stat()
+                st = file.stat()
                 stamps.append((st.st_mtime_ns, st.st_size))
             except FileNotFoundError:
                 stamps.append((0, 0))
@@ -50,7 +53,7 @@ class LiveCatalog:
         """Load the files now; True when a new configuration took effect."""
         self._stamp = self._file_stamp()
         try:
-            catalog = load_catalog(self.config_dir)
+            catalog = load_catalog(self.config_dir, self.litellm_config)
         except ConfigError as exc:
             self.rejected += 1
             CONFIG_RELOADS.labels("rejected").inc()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.catalog.call_params import defer_secret
 from pipeline.catalog.errors import ConfigError
 from pipeline.catalog.resilience import Deployment, Resilience
 from pipeline.catalog.secrets import SecretLookup, resolve_key
@@ -13,9 +15,6 @@ from pipeline.catalog.yaml_loader import load_yaml_mapping
 
 #: The ways a catalog entry names its key (as written in models.yaml).
 _KEY_FIELDS = ("api_key_env", "api_key_file", "api_key")
-
-#: LiteLLM provider prefixes that name the same upstream API family.
-_PROVIDER_ALIASES = {"ollama_chat": "ollama", "hosted_vllm": "vllm"}
 
 
 class Price(BaseModel):
@@ -36,6 +35,9 @@ class Price(BaseModel):
     audio_input_per_mtok: float | None = Field(default=None, ge=0)
     audio_output_per_mtok: float | None = Field(default=None, ge=0)
     image_input_per_mtok: float | None = Field(default=None, ge=0)
+    per_query: float | None = Field(
+        default=None, ge=0, description="USD per query, for rerank models (Cohere: per search unit, one query of up "
+                                        "to 100 documents); unset: LiteLLM's input_cost_per_query.")
 
 
 class ModelSpec(BaseModel):
@@ -66,6 +68,17 @@ class ModelSpec(BaseModel):
         default=(), description="Several ways to reach this model; default: one, from the fields above."
     )
     resilience: Resilience = Field(default_factory=Resilience)
+    litellm_params: dict[str, Any] = Field(
+        default_factory=dict, description="LiteLLM call parameters passed through (api_version, organization, "
+                                          "extra_headers, ...); a deployment's own are merged over these.")
+    # Per-model fallbacks (issue 18): what LiteLLM router_settings.fallbacks maps onto. Tried after
+    # this model when a request names it as its explicit `model` and carries no `fallbacks` of its own.
+    fallbacks: tuple[str, ...] = Field(
+        default=(), max_length=8,
+        description="Catalog models tried, in order, after this one when a request names it as its explicit "
+                    "model and carries no fallbacks of its own (a request's fallbacks: [] means none). Every "
+                    "name must be a catalog model other than this one.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -77,8 +90,10 @@ class ModelSpec(BaseModel):
         raw = data.get("deployments") or [{"id": "default"}]
         inherited = {k: data[k] for k in ("litellm_model", "api_base", "drop_params", *_KEY_FIELDS)
                      if data.get(k) is not None}
+        params = data.get("litellm_params") or {}
         data = {**data, "deployments": [
-            {**_inherit(inherited, d), **d, "name": f"{name}@{d.get('id', i)}" if data.get("deployments") else name}
+            {**_inherit(inherited, d), **d, "name": f"{name}@{d.get('id', i)}" if data.get("deployments") else name,
+             "litellm_params": _merged_params(params, d.get("litellm_params"))}
             if isinstance(d, dict) else d
             for i, d in enumerate(raw)
         ]}
@@ -86,19 +101,29 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _derive_provider(self) -> ModelSpec:
-        for litellm_model in {self.litellm_model, *(d.litellm_model for d in self.deployments)}:
-            if "/" not in litellm_model:
-                raise ValueError(f"litellm_model {litellm_model!r} must carry a provider prefix, e.g. openai/...")
+        """The model's provider is its first deployment's; each deployment keeps its own (replies and
+        usage rows name the one that served)."""
+        if ("/" not in self.litellm_model and not self.litellm_params.get("custom_llm_provider")
+                and all(d.litellm_model != self.litellm_model for d in self.deployments)):
+            raise ValueError(f"litellm_model {self.litellm_model!r} must carry a provider prefix, e.g. openai/...")
         if len({d.id for d in self.deployments}) != len(self.deployments):
             raise ValueError("deployment ids must be unique within a model")
         if not self.provider:
-            prefix = self.litellm_model.split("/", 1)[0]
-            object.__setattr__(self, "provider", _PROVIDER_ALIASES.get(prefix, prefix))
+            object.__setattr__(self, "provider", self.deployments[0].provider)
         return self
 
     def api_key(self, secrets: SecretLookup | None = None) -> str | None:
         """The key at call time (env, file or reference), so rotating a secret needs no reload."""
         return resolve_key(self, secrets)
+
+
+def _merged_params(model: object, deployment: object) -> object:
+    """A deployment's litellm_params over the model's (a non-mapping is left for validation to name)."""
+    if deployment is None:
+        return model
+    if isinstance(model, dict) and isinstance(deployment, dict):
+        return {**model, **deployment}
+    return deployment
 
 
 def _inherit(inherited: dict, deployment: dict) -> dict:
@@ -117,9 +142,13 @@ class _CatalogFile(BaseModel):
 
 def load_models(file: Path) -> dict[str, ModelSpec]:
     """Parse and validate `models.yaml`; every model must have a known price."""
+    return parse_models(load_yaml_mapping(file, deferred=defer_secret, litellm_env=True), file)
+
+
+def parse_models(raw: dict[str, Any], file: Path | str) -> dict[str, ModelSpec]:
+    """Validate a models.yaml mapping (already interpolated); errors name `file` and the entry."""
     from pipeline.transport.model_info import token_prices  # local: litellm import is slow
 
-    raw = load_yaml_mapping(file, deferred=frozenset({"api_key"}), litellm_env=True)
     try:
         parsed = _CatalogFile.model_validate(raw)
         base = Resilience().merged(parsed.defaults)
@@ -144,5 +173,35 @@ def load_models(file: Path) -> dict[str, ModelSpec]:
                 "set price: {input_per_mtok, output_per_mtok}"
                 " (0 for free local models) so its cost can be accounted",
             )
+        _check_query_price(file, name, spec)
         models[name] = spec
+    _check_fallbacks(file, models)
     return models
+
+
+def _check_query_price(file: Path | str, name: str, spec: ModelSpec) -> None:
+    """A rerank model is billed per query: LiteLLM must know that price, or the entry must set it."""
+    from pipeline.transport.model_info import query_price  # local: litellm import is slow
+
+    if "rerank" not in spec.capabilities or (spec.price is not None and spec.price.per_query is not None):
+        return
+    unpriced = [m for m in (spec.litellm_model, *(d.litellm_model for d in spec.deployments)) if query_price(m) is None]
+    if unpriced:
+        raise ConfigError(file, f"models.{name}.price.per_query",
+                          f"LiteLLM has no per-query price for {unpriced[0]!r}; set price.per_query (USD per search "
+                          "unit) so its reranks can be accounted")
+
+
+def _check_fallbacks(file: Path | str, models: dict[str, ModelSpec]) -> None:
+    """Every per-model fallback names another catalog model (checked once all models are parsed)."""
+    for name, spec in models.items():
+        if len(set(spec.fallbacks)) != len(spec.fallbacks):
+            raise ConfigError(file, f"models.{name}.fallbacks", "names a model more than once")
+        for i, fallback in enumerate(spec.fallbacks):
+            if fallback == name:
+                raise ConfigError(file, f"models.{name}.fallbacks[{i}]", "a model cannot be its own fallback")
+            if fallback not in models:
+                known = ", ".join(sorted(models))
+                raise ConfigError(
+                    file, f"models.{name}.fallbacks[{i}]", f"unknown model {fallback!r} (catalog has: {known})"
+                )

@@ -7,10 +7,21 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.catalog.call_params import check_params, resolve_params
 from pipeline.catalog.secrets import SecretLookup, is_reference, key_source, resolve_key
+
+#: LiteLLM provider prefixes that name the same upstream API family.
+PROVIDER_ALIASES = {"ollama_chat": "ollama", "hosted_vllm": "vllm"}
+
+
+def provider_of(litellm_model: str, custom_llm_provider: str | None = None) -> str:
+    """The provider a call goes to: LiteLLM's `custom_llm_provider` when set, else the model prefix."""
+    prefix = custom_llm_provider or litellm_model.split("/", 1)[0]
+    return PROVIDER_ALIASES.get(prefix, prefix)
 
 
 class RetryRule(BaseModel):
@@ -116,9 +127,27 @@ class Deployment(BaseModel):
     weight: float = Field(1.0, gt=0)
     rpm: int | None = Field(None, gt=0)
     tpm: int | None = Field(None, gt=0)
+    litellm_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Passed to LiteLLM as written (api_version, organization, extra_headers, aws_region_name, "
+                    "vertex_project, custom_llm_provider, ...); credentials by reference only.")
+    provider: str = Field("", description="Derived: custom_llm_provider, else the litellm_model prefix.")
+
+    @field_validator("litellm_params", mode="after")
+    @classmethod
+    def _params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_params(value)
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Deployment:
+        custom = self.litellm_params.get("custom_llm_provider")
+        if custom is not None and (not isinstance(custom, str) or not custom):
+            raise ValueError("litellm_params.custom_llm_provider must be a provider name, e.g. openai")
+        if "/" not in self.litellm_model and custom is None:
+            raise ValueError(f"litellm_model {self.litellm_model!r} must carry a provider prefix, e.g. openai/... "
+                             "(or set litellm_params.custom_llm_provider)")
+        if not self.provider:
+            object.__setattr__(self, "provider", provider_of(self.litellm_model, custom))
         given = [f for f in ("api_key_env", "api_key_file", "api_key_ref") if getattr(self, f)]
         if len(given) > 1:
             raise ValueError("set one of api_key_env, api_key_file, api_key (got "
@@ -132,6 +161,11 @@ class Deployment(BaseModel):
     def key_source(self) -> str | None:
         """How the key is named (`env NAME`, `file PATH`, `secret NAME`), never its value."""
         return key_source(self)
+
+    def call_params(self, secrets: SecretLookup | None = None) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The pass-through parameters for this call, credentials resolved now, and those credentials'
+        values (for scrubbing error messages); raises SecretNotFound naming a missing reference."""
+        return resolve_params(self.litellm_params, secrets)
 
     def api_key(self, secrets: SecretLookup | None = None) -> str | None:
         """The key now, read at call time so a rotated secret needs no reload; raises

@@ -45,7 +45,11 @@ class RoutingPolicy(BaseModel):
 
 def load_routing(file: Path, models: dict[str, ModelSpec]) -> RoutingPolicy:
     """Parse `routing.yaml` and check every candidate names a catalog model."""
-    raw = load_yaml_mapping(file)
+    return parse_routing(load_yaml_mapping(file), file, models)
+
+
+def parse_routing(raw: dict, file: Path | str, models: dict[str, ModelSpec]) -> RoutingPolicy:
+    """Validate a routing.yaml mapping against the catalog; errors name `file` and the entry."""
     try:
         policy = RoutingPolicy.model_validate(raw)
     except ValidationError as exc:

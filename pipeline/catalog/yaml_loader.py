@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,15 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _LITELLM_ENV = re.compile(r"^os\.environ/([A-Za-z_][A-Za-z0-9_]*)$")
 
 
-def _interpolate(value: Any, file: Path, where: str, deferred: frozenset[str] = frozenset(),
+#: Keys whose values are kept as written: a set of names, or a test on the name.
+Deferred = frozenset[str] | Callable[[str], bool]
+
+
+def _is_deferred(key: object, deferred: Deferred) -> bool:
+    return deferred(str(key)) if callable(deferred) else key in deferred
+
+
+def _interpolate(value: Any, file: Path, where: str, deferred: Deferred = frozenset(),
                  litellm_env: bool = False) -> Any:
     if isinstance(value, str):
         env = _LITELLM_ENV.match(value) if litellm_env else None
@@ -34,7 +43,7 @@ def _interpolate(value: Any, file: Path, where: str, deferred: frozenset[str] = 
 
         return _VAR.sub(sub, value)
     if isinstance(value, dict):
-        return {k: v if k in deferred else
+        return {k: v if _is_deferred(k, deferred) else
                 _interpolate(v, file, f"{where}.{k}" if where else str(k), deferred, litellm_env)
                 for k, v in value.items()}
     if isinstance(value, list):
@@ -43,14 +52,26 @@ def _interpolate(value: Any, file: Path, where: str, deferred: frozenset[str] = 
 
 
 def load_yaml_mapping(
-    file: Path, *, deferred: frozenset[str] = frozenset(), litellm_env: bool = False
+    file: Path, *, deferred: Deferred = frozenset(), litellm_env: bool = False
 ) -> dict[str, Any]:
     """Read one YAML file that must hold a mapping; interpolate environment variables.
 
-    Values under a key in `deferred` (models.yaml's `api_key`) are kept as written: they are
+    Values under a key in `deferred` (models.yaml's `api_key`, or a name test) are kept as written: they are
     secret references, resolved at call time (`catalog/secrets.py`), never at load. With
     `litellm_env`, a whole value `os.environ/NAME` (LiteLLM's form) is read from the environment too.
     """
+    return interpolate(read_yaml_mapping(file), file, deferred=deferred, litellm_env=litellm_env)
+
+
+def interpolate(data: dict[str, Any], file: Path, *, deferred: Deferred = frozenset(),
+                litellm_env: bool = False) -> dict[str, Any]:
+    """Replace environment references in a mapping read from `file` (see `load_yaml_mapping`)."""
+    result: dict[str, Any] = _interpolate(data, file, "", deferred, litellm_env)
+    return result
+
+
+def read_yaml_mapping(file: Path) -> dict[str, Any]:
+    """One YAML file that must hold a mapping, as written (no interpolation: a converter keeps references)."""
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -68,4 +89,4 @@ def load_yaml_mapping(
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(file, "", f"expected a mapping at the top level, got {type(data).__name__}")
-    return _interpolate(data, file, "", deferred, litellm_env)
+    return data

@@ -93,13 +93,16 @@ def _secrets(catalog: Any, settings: Settings) -> CheckResult:
     missing, keyed = [], 0
     for spec in catalog.models.values():
         for d in () if spec.disabled else spec.deployments:
-            if d.key_source() is None:
-                continue
-            keyed += 1
-            try:
-                d.api_key(sources)
-            except LookupError as exc:  # SecretNotFound: names the reference only
-                missing.append(f"{d.name}: {exc.args[0]}")
+            if d.key_source() is not None:
+                keyed += 1
+                try:
+                    d.api_key(sources)
+                except LookupError as exc:  # SecretNotFound: names the reference only
+                    missing.append(f"{d.name}: {exc.args[0]}")
+            try:  # credentials among the pass-through litellm_params (aws_secret_access_key, ...)
+                d.call_params(sources)
+            except LookupError as exc:
+                missing.append(f"{d.name} litellm_params: {exc.args[0]}")
     if missing:
         return CheckResult("secrets", False, "; ".join(missing))
     return CheckResult("secrets", True, f"{keyed} key references resolve")
@@ -117,21 +120,25 @@ async def _endpoint(name: str, url: str) -> CheckResult:
 
 
 async def run_checks(settings: Settings) -> list[CheckResult]:
-    from pipeline.catalog import ConfigError, load_catalog
+    from pipeline.catalog import ConfigError, load_catalog, models_source
 
     try:
-        catalog = load_catalog(settings.config_dir)
+        catalog = load_catalog(settings.config_dir, settings.litellm_config)
     except ConfigError as exc:
         return [CheckResult("config", False, str(exc))]
-    results = [CheckResult("config", True, f"{len(catalog.models)} models, {len(catalog.routing.routes)} routes")]
+    source = models_source(settings.config_dir, settings.litellm_config)
+    results = [CheckResult("config", True, f"{source}: {len(catalog.models)} models, "
+                                           f"{len(catalog.routing.routes)} routes")]
+    # What a LiteLLM config held that does not map: one row each, named; the check still passes.
+    results += [CheckResult("config warning", True, w) for w in catalog.warnings]
     endpoints: dict[str, str] = {}
     for spec in catalog.models.values():
         if spec.disabled:
             continue
         for d in spec.deployments:
-            url = d.api_base or DEFAULT_ENDPOINTS.get(d.litellm_model.split("/", 1)[0])
+            url = d.api_base or DEFAULT_ENDPOINTS.get(d.provider)
             if url:
-                endpoints.setdefault(url, f"provider {d.litellm_model.split('/', 1)[0]}")
+                endpoints.setdefault(url, f"provider {d.provider}")
     results.append(_secrets(catalog, settings))
     checks = [_kafka(settings), _clickhouse(settings), _redis(settings)]
     checks += [_endpoint(name, url) for url, name in endpoints.items()]

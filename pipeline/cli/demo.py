@@ -71,7 +71,7 @@ async def run_demo(console: Console, *, requests: int = 12, data_dir: Path | Non
             usage_flush_interval_s=0.2,
             http_port=None,  # a demo must not take a running worker's metrics port
         )
-        worker = create_worker(settings, catalog=load_catalog(settings.config_dir))
+        worker = create_worker(settings, catalog=load_catalog(settings.config_dir, settings.litellm_config))
         await worker.start()
     try:
         async with PipelineClient(settings) as client:

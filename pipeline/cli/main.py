@@ -10,7 +10,7 @@ import sys
 import uuid
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -26,6 +26,8 @@ console = Console()
 if not console.is_terminal:  # piped or captured: tables are read later, do not squeeze them to 80 columns
     console.width = 160
 err = Console(stderr=True)
+#: `--cost-preference` choices: pipeline.catalog.routing.CostPreference, spelled out to keep start-up light.
+CostPreferenceName = Literal["listed", "cheapest", "balanced", "quality"]
 
 
 def _settings(*, service: bool = False) -> Settings:
@@ -42,10 +44,18 @@ def _catalog_or_exit(settings: Settings) -> Any:
     from pipeline.catalog import ConfigError, load_catalog
 
     try:
-        return load_catalog(settings.config_dir)
+        return load_catalog(settings.config_dir, settings.litellm_config)
     except ConfigError as exc:
         err.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from None
+
+
+def _fallbacks_flag(fallback: list[str] | None, no_fallbacks: bool) -> list[str] | None:
+    """`--fallback M` (repeated) or `--no-fallbacks` ([]); neither: None, the request says nothing."""
+    if fallback and no_fallbacks:
+        err.print("[red]--fallback and --no-fallbacks contradict each other[/red]")
+        raise typer.Exit(2)
+    return [] if no_fallbacks else (fallback or None)
 
 
 def _run_service(main: Callable[[], Coroutine[Any, Any, None]], settings: Settings) -> None:
@@ -141,9 +151,9 @@ def simulate(
     completion_tokens: int = 16,
     rules: Annotated[Path | None, typer.Option(help="JSON file with a list of fault rules.")] = None,
 ) -> None:
-    """Run the LLM provider simulator (OpenAI, Anthropic and Ollama wire formats).
+    """Run the LLM provider simulator (OpenAI, Azure OpenAI, Anthropic, Ollama and Cohere rerank wire formats).
 
-    Serves chat (plain, streamed, tool calls, JSON output) and embeddings. Fault kinds:
+    Serves chat (plain, streamed, tool calls, JSON output), embeddings and rerank. Fault kinds:
     rate_limit, server_error, timeout, malformed, context_length, auth, bad_request,
     content_policy, stream_cut, invalid_json. Change stream_chunk_words,
     stream_chunk_delay_ms or embedding_dimensions at runtime with PATCH /_sim/config.
@@ -167,6 +177,10 @@ def send(
     file: Annotated[Path | None, typer.Option("--file", "-f", help="A CompletionRequest JSON file.")] = None,
     tenant: str | None = None,
     model: Annotated[str | None, typer.Option(help="Catalog model name (skips routing).")] = None,
+    fallback: Annotated[list[str] | None, typer.Option(
+        "--fallback", help="A fallback model (repeat), tried in order after --model or the route; replaces the "
+                           "model's configured fallbacks.")] = None,
+    no_fallbacks: Annotated[bool, typer.Option("--no-fallbacks", help="Send fallbacks: [] (none).")] = False,
     max_tokens: int | None = None,
     temperature: float | None = None,
     max_cost_usd: float | None = None,
@@ -182,6 +196,7 @@ def send(
     Built on `pipeline.client.PipelineClient`.
 
     Examples: pipeline send -t summarize -m "Summarise: Kafka is a log."
+              pipeline send -t summarize -m "..." --model gpt-4o --fallback claude-haiku-4-5
               pipeline send -t summarize --template summarize-ticket --var ticket="Printer on fire" --stream
     """
     from pydantic import ValidationError
@@ -205,7 +220,8 @@ def send(
         doc.setdefault("variables", {})[name] = value
     flags = {"task_type": task_type, "tenant": tenant, "model": model, "max_tokens": max_tokens,
              "temperature": temperature, "max_cost_usd": max_cost_usd, "reply_to": reply_to,
-             "request_id": request_id, "stream": stream or None}
+             "request_id": request_id, "stream": stream or None,
+             "fallbacks": _fallbacks_flag(fallback, no_fallbacks)}
     doc.update({key: value for key, value in flags.items() if value is not None})  # flags win over the file
     doc.setdefault("task_type", "default")
     doc.setdefault("request_id", str(uuid.uuid4()))
@@ -247,21 +263,31 @@ def route(
     message: Annotated[str | None, typer.Option("--message", "-m", help="Route this text instead.")] = None,
     tenant: str = "default",
     model: Annotated[str | None, typer.Option(help="An explicit catalog model.")] = None,
+    fallback: Annotated[list[str] | None, typer.Option(
+        "--fallback", help="A request fallback model (repeat); replaces the explicit model's configured ones.")] = None,
+    no_fallbacks: Annotated[bool, typer.Option("--no-fallbacks", help="Send fallbacks: [] (none).")] = False,
     max_tokens: int | None = None,
     max_cost_usd: float | None = None,
+    cost_preference: Annotated[CostPreferenceName | None, typer.Option(
+        help="Order the route's candidates this way instead of the route's own cost_preference.")] = None,
+    format: Annotated[Literal["table", "json"], typer.Option("--format")] = "table",
 ) -> None:
-    """Print the routing decision for a request, without calling anything.
+    """Print the routing decision for a request, without calling anything. Exit 1 if it is refused.
 
-    Shows the eligible candidates in order with estimated tokens and cost, every skipped candidate
-    with its reason, and each budget the request draws on (shared spend when REDIS_URL is set).
+    Shows the candidates in the order they would be tried (the route's, ordered by its
+    cost_preference or --cost-preference, then the fallbacks) with estimated tokens and cost,
+    every skipped candidate with its reason, and each budget the request draws on (shared spend
+    when REDIS_URL is set). --format json prints one document (docs/cli.md).
 
     Example: pipeline route -t summarize --tokens 3000 --tenant acme --max-cost-usd 0.01
     """
-    import asyncio as _asyncio
+    from datetime import UTC, datetime
 
-    from rich.table import Table as RichTable
+    from pydantic import ValidationError
 
-    from pipeline.contracts.models import ChatMessage, CompletionRequest
+    from pipeline.catalog.routing import CostPreference
+    from pipeline.cli.views import print_route, route_document
+    from pipeline.contracts.models import CompletionRequest
     from pipeline.stages.budget import budget_lines
     from pipeline.stages.route import RouteRefusal, plan_route
     from pipeline.state import shared_state_from_settings
@@ -269,40 +295,31 @@ def route(
     settings = _settings()
     catalog = _catalog_or_exit(settings)
     text = message if message is not None else " ".join(["word"] * max(1, tokens))
-    request = CompletionRequest(request_id="route-preview", task_type=task_type, tenant=tenant, model=model,
-                                max_tokens=max_tokens, max_cost_usd=max_cost_usd,
-                                messages=[ChatMessage(role="user", content=text)])
-    plan = plan_route(request, catalog, default_completion_tokens=settings.estimate_completion_tokens)
-    table = RichTable(title=f"Route for task_type={task_type} tenant={tenant}")
-    for column in ("order", "model", "provider", "prompt_tokens", "completion_tokens", "est_cost_usd", "decision"):
-        table.add_column(column)
-    if not isinstance(plan, RouteRefusal):
-        for i, c in enumerate(plan.candidates, start=1):
-            table.add_row(str(i), c.spec.name, c.spec.provider, str(c.prompt_tokens), str(c.completion_tokens),
-                          f"{c.estimated_cost_usd:.6f}", "primary" if i == 1 else "fallback")
-    for s in plan.skipped:
-        table.add_row("-", s.model, "", "", "", "", f"skipped: {s.reason.value} {s.detail}".strip())
-    console.print(table)
-    if isinstance(plan, RouteRefusal):
-        console.print(f"[red]refused[/red] {plan.code.value}: {plan.detail}")
+    doc = {"request_id": "route-preview", "task_type": task_type, "tenant": tenant, "model": model,
+           "max_tokens": max_tokens, "max_cost_usd": max_cost_usd, "messages": [{"role": "user", "content": text}],
+           "fallbacks": _fallbacks_flag(fallback, no_fallbacks)}
+    try:
+        request = CompletionRequest.model_validate(doc)
+    except ValidationError as exc:
+        err.print(f"[red]invalid request:[/red] {exc}")
+        raise typer.Exit(2) from None
+    preference = CostPreference(cost_preference) if cost_preference else None
+    plan = plan_route(request, catalog, default_completion_tokens=settings.estimate_completion_tokens,
+                      cost_preference=preference)
 
-    async def budgets() -> None:
-        from datetime import UTC, datetime
-
+    async def budgets() -> list[dict[str, Any]]:
         state = shared_state_from_settings(settings)
         lines = budget_lines(catalog.routing.cost_controls, tenant, task_type, datetime.now(UTC))
-        spent = await state.budgets.values([line.key for line in lines])
-        await state.aclose()
-        shared = "shared spend from Redis" if settings.redis_url else "this process only: set REDIS_URL"
-        budget_table = RichTable(title=f"Budgets ({shared})")
-        for column in ("budget", "window", "limit_usd", "spent_or_reserved_usd", "remaining_usd"):
-            budget_table.add_column(column)
-        for line, used in zip(lines, spent, strict=False):
-            budget_table.add_row(line.name, line.key.rsplit(":", 1)[-1], f"{line.limit / 1e6:.2f}",
-                                 f"{used / 1e6:.6f}", f"{(line.limit - used) / 1e6:.6f}")
-        console.print(budget_table)
+        try:
+            spent = await state.budgets.values([line.key for line in lines])
+        finally:
+            await state.aclose()
+        return [{"budget": line.name, "window": line.key.rsplit(":", 1)[-1], "limit_usd": line.limit / 1e6,
+                 "spent_or_reserved_usd": used / 1e6, "remaining_usd": (line.limit - used) / 1e6}
+                for line, used in zip(lines, spent, strict=False)]
 
-    _asyncio.run(budgets())
+    report = route_document(request, plan, catalog, cost_preference, asyncio.run(budgets()))
+    print_route(console, report, format, shared=bool(settings.redis_url))
     raise typer.Exit(1 if isinstance(plan, RouteRefusal) else 0)
 
 
@@ -311,13 +328,18 @@ def models(
     check: Annotated[
         bool, typer.Option("--check", help="Call every deployment with a tiny prompt (5 s limit).")
     ] = False,
+    catalog_view: Annotated[bool, typer.Option(
+        "--catalog", help="List every model: deployments, provider, capabilities, context window, prices, "
+                          "fallbacks (reads only the config).")] = False,
+    format: Annotated[Literal["table", "json"], typer.Option("--format", help="With --catalog.")] = "table",
 ) -> None:
     """Each deployment's health: cooldown, recent error rate and latency, RPM/TPM used.
 
     Health is shared through Redis: without REDIS_URL this process sees only itself. --check
-    calls every deployment once, concurrently, and reports within 5 seconds.
+    calls every deployment once, concurrently, and reports within 5 seconds. --catalog lists
+    the catalog instead (--format json: one document, docs/cli.md).
 
-    Example: REDIS_URL=redis://redis:6379/0 pipeline models --check
+    Examples: REDIS_URL=redis://redis:6379/0 pipeline models --check · pipeline models --catalog --format json
     """
     from rich.table import Table as RichTable
 
@@ -326,6 +348,14 @@ def models(
 
     settings = _settings()
     catalog = _catalog_or_exit(settings)
+    if catalog_view or format == "json":
+        if check or not catalog_view:
+            err.print("[red]--format json goes with --catalog, and --catalog not with --check[/red]")
+            raise typer.Exit(2)
+        from pipeline.cli.views import print_catalog
+
+        print_catalog(console, catalog, format)
+        return
     deployments = [(spec, d) for spec in catalog.models.values() for d in spec.deployments]
     names = [d.name for _, d in deployments]
 
@@ -349,7 +379,7 @@ def models(
         st = stats.get(d.name)
         requests_used, tokens_used = usage.get(d.name, (0, 0))
         state = "disabled" if spec.disabled else (f"cooling {cooling[d.name]:.0f}s" if d.name in cooling else "ready")
-        row = [d.name, spec.provider, state, str(st.calls if st else 0),
+        row = [d.name, d.provider, state, str(st.calls if st else 0),
                f"{st.error_rate:.0%}" if st and st.calls else "-",
                f"{st.p50_latency_ms:.0f}" if st and st.p50_latency_ms is not None else "-",
                f"{requests_used}/{d.rpm or '-'}", f"{tokens_used}/{d.tpm or '-'}"]
@@ -395,28 +425,41 @@ def report(
     format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
     html: Annotated[Path | None, typer.Option(help="Write one self-contained HTML page with charts.")] = None,
     limit: Annotated[int, typer.Option(help="Rows of the top-spender reports.")] = 10,
+    model: Annotated[str, typer.Option(help="Only attempts served by this model.")] = "",
+    tenant: Annotated[str, typer.Option(help="Only this tenant's attempts.")] = "",
+    task_type: Annotated[str, typer.Option("--task-type", "-t", help="Only this task type's attempts.")] = "",
 ) -> None:
     """Answer the analysts' questions from ClickHouse (exact figures, read with FINAL).
+
+    --model, --tenant and --task-type select the attempts every report but `budgets` aggregates
+    (bound as query parameters).
 
     Works while a worker runs on the embedded engine: the worker holds it only while flushing,
     and the report waits for it. SQL for each report: docs/analytics.md.
 
     Examples: pipeline report budgets · pipeline report daily --days 7 --format csv ·
-    pipeline report --html costs.html
+    pipeline report --html costs.html · pipeline report waste --tenant acme --model gpt-4o
     """
+    from pipeline.analytics.filters import RowFilter
     from pipeline.analytics.report_cli import run_report
     from pipeline.catalog import ConfigError, load_catalog
     from pipeline.transport.clickhouse import ClickHouseUsageStore
 
+    try:
+        only = RowFilter(model=model, tenant=tenant, task_type=task_type)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
     settings = _settings()
     try:
-        catalog = load_catalog(settings.config_dir)
+        catalog = load_catalog(settings.config_dir, settings.litellm_config)
     except ConfigError:
         catalog = None  # budgets report then shows spend without limits
     store = ClickHouseUsageStore.from_settings(settings)
     try:
         store.migrate_sync()
-        code = run_report(store, catalog, name=name, days=days, fmt=format, html=html, console=console, limit=limit)
+        code = run_report(store, catalog, name=name, days=days, fmt=format, html=html, console=console, limit=limit,
+                          only=only)
     finally:
         store.close()
     raise typer.Exit(code)
@@ -504,6 +547,11 @@ def schemas(
         return
     for path in write_schemas(out):
         console.print(f"wrote {path}")
+
+
+from pipeline.cli.convert import config_app  # noqa: E402  # `pipeline config convert`
+
+app.add_typer(config_app, name="config")
 
 
 def main() -> None:

@@ -112,6 +112,14 @@ MAX_INT32: Final = 2**31 - 1
 MAX_INT64: Final = 2**63 - 1
 #: The most choices (`n`) one request may ask for: each is a full completion, priced as such.
 MAX_CHOICES: Final = 8
+#: The most `fallbacks` one request may name (each is a provider call it may make).
+MAX_FALLBACKS: Final = 8
+#: Bounds on a rerank request (Cohere's own: at most 1,000 documents per query is its advice).
+MAX_RERANK_DOCUMENTS: Final = 1000
+MAX_RERANK_QUERY_CHARS: Final = 32_768
+MAX_RERANK_DOCUMENT_CHARS: Final = 100_000
+#: The fields only a rerank request carries.
+RERANK_FIELDS: Final = ("query", "documents", "top_n")
 #: OpenAI's limits on `stop` sequences and `logit_bias` entries.
 MAX_STOP_SEQUENCES: Final = 4
 MAX_LOGIT_BIAS: Final = 300
@@ -158,6 +166,7 @@ TopicName = Annotated[str, Field(min_length=1, max_length=TOPIC_NAME_MAX, patter
 class RequestKind(StrEnum):
     COMPLETION = "completion"
     EMBEDDING = "embedding"
+    RERANK = "rerank"
 
 
 class ToolFunction(BaseModel):
@@ -243,6 +252,15 @@ class CompletionRequest(_Event):
                     "request_id": "doc-9-vectors", "task_type": "embed", "kind": "embedding",
                     "input": ["first", "second"],
                 },
+                {
+                    "request_id": "search-5-rerank", "task_type": "rerank", "kind": "rerank",
+                    "query": "How do I reset my password?", "top_n": 2,
+                    "documents": ["Resetting a password: open Settings.", "Our office hours.", "Password rules."],
+                },
+                {
+                    "request_id": "order-43-summary", "task_type": "summarize", "model": "gpt-4o-mini",
+                    "fallbacks": ["claude-haiku-4-5"], "messages": [{"role": "user", "content": "Summarise: ..."}],
+                },
             ],
             # What the validators enforce, stated for producers in other languages (null = absent).
             "allOf": request_conditions(),
@@ -253,7 +271,8 @@ class CompletionRequest(_Event):
     request_id: NonEmptyStr = Field(description="Caller-chosen id; the idempotency key and correlation id.")
     task_type: NonEmptyStr = Field(description="What the request is for; selects the route in config/routing.yaml.")
     kind: RequestKind = Field(
-        RequestKind.COMPLETION, description="completion (chat) or embedding (vectors of `input`).",
+        RequestKind.COMPLETION, description="completion (chat), embedding (vectors of `input`) or rerank "
+                                            "(`documents` ordered by relevance to `query`).",
     )
     messages: list[ChatMessage] | None = Field(
         default=None, min_length=1,
@@ -268,6 +287,13 @@ class CompletionRequest(_Event):
                                   {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
                                   {"type": "null"}]}),
     ] = Field(default=None, min_length=1, description="Embedding requests: the texts to embed (a string is one text).")
+    query: str | None = Field(default=None, min_length=1, max_length=MAX_RERANK_QUERY_CHARS,
+                              description="Rerank requests: what the documents are ranked against.")
+    documents: list[Annotated[str, Field(min_length=1, max_length=MAX_RERANK_DOCUMENT_CHARS)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_RERANK_DOCUMENTS,
+        description=f"Rerank requests: the texts to rank (1 to {MAX_RERANK_DOCUMENTS}).")
+    top_n: int | None = Field(default=None, ge=1, le=MAX_RERANK_DOCUMENTS,
+                              description="Rerank requests: return only the best n results (default: all).")
     stream: bool = Field(False, description="Publish the answer as chunk events, then the final reply.")
     tools: list[Tool] | None = Field(default=None, min_length=1, description="Tools the model may call.")
     tool_choice: Literal["auto", "none", "required"] | dict[str, Any] | None = Field(
@@ -278,6 +304,12 @@ class CompletionRequest(_Event):
     tenant: NonEmptyStr = DEFAULT_TENANT
     model: NonEmptyStr | None = Field(
         default=None, description="A catalog model name; when set, task routing is skipped."
+    )
+    fallbacks: list[NonEmptyStr] | None = Field(
+        default=None, max_length=MAX_FALLBACKS, json_schema_extra={"uniqueItems": True},
+        description=f"Catalog models tried, in order, after `model` or the route's candidates (up to {MAX_FALLBACKS}; "
+                    "eligibility and budgets still apply). Absent: an explicit `model` keeps the catalog's "
+                    "fallbacks for it; []: none.",
     )
     max_cost_usd: float | None = Field(default=None, gt=0, description="Ceiling on this request's cost.")
     max_tokens: int | None = Field(default=None, gt=0, le=MAX_INT32)
@@ -323,6 +355,11 @@ class CompletionRequest(_Event):
 
     @model_validator(mode="after")
     def _shape_fits_kind(self) -> CompletionRequest:
+        if self.kind is RequestKind.RERANK:
+            return self._rerank_shape()
+        given = [name for name in RERANK_FIELDS if getattr(self, name) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} belong to rerank requests (kind: rerank)")
         if self.kind is RequestKind.EMBEDDING:
             if self.input is None:
                 raise ValueError("an embedding request needs input (a text or a list of texts)")
@@ -342,6 +379,27 @@ class CompletionRequest(_Event):
             raise ValueError("tool_choice needs tools")
         return self._sampling_fits()
 
+    @model_validator(mode="after")
+    def _fallbacks_distinct(self) -> CompletionRequest:
+        """A model named twice would only be called twice for the same failure."""
+        names = self.fallbacks or []
+        repeated = sorted({f for f in names if names.count(f) > 1 or f == self.model})
+        if repeated:
+            raise ValueError(f"fallbacks: {', '.join(map(repr, repeated))} named twice or as the model itself")
+        return self
+
+    def _rerank_shape(self) -> CompletionRequest:
+        """A rerank request takes query, documents and top_n, nothing that shapes a chat answer."""
+        missing = [name for name in ("query", "documents") if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"a rerank request needs query and documents; missing {', '.join(missing)}")
+        extra = [name for name in ("messages", "template", "input", "tools", "response_format") if getattr(self, name)]
+        if self.stream:
+            extra.append("stream")
+        if extra:
+            raise ValueError(f"a rerank request takes query, documents and top_n only, not {', '.join(extra)}")
+        return self
+
     def _sampling_fits(self) -> CompletionRequest:
         if self.parallel_tool_calls is not None and self.tools is None:
             raise ValueError("parallel_tool_calls needs tools")
@@ -350,6 +408,15 @@ class CompletionRequest(_Event):
         if self.stream and (self.n or 1) > 1:
             raise ValueError(f"n={self.n} cannot be streamed: a stream carries one choice (send stream: false)")
         return self
+
+
+class RerankResult(BaseModel):
+    """One ranked document of a rerank reply: its position in the request's `documents`, and its score."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(ge=0, description="The document's position in the request's `documents`.")
+    relevance_score: float = Field(description="The provider's relevance score (higher is more relevant).")
 
 
 class Usage(BaseModel):
@@ -393,6 +460,13 @@ class SkippedCandidate(BaseModel):
     detail: str = ""
 
 
+class FallbackSource(StrEnum):
+    """Where a request's fallbacks came from: its own `fallbacks`, or its explicit model's catalog entry."""
+
+    REQUEST = "request"
+    CATALOG = "catalog"
+
+
 class RoutingInfo(BaseModel):
     """Why the answering model was chosen: the candidates passed over, and whether budgets forced it."""
 
@@ -400,6 +474,12 @@ class RoutingInfo(BaseModel):
 
     skipped: list[SkippedCandidate] = Field(default_factory=list)
     budget_downgrade: bool = False
+    fallbacks: list[str] = Field(
+        default_factory=list, description="Models tried after the explicit model or the route's candidates, in order "
+                                          "(those not eligible are also in `skipped`).")
+    fallbacks_source: FallbackSource | None = Field(
+        default=None, description="request: the request's own fallbacks; catalog: the explicit model's configured "
+                                  "ones.")
 
 
 class ReplyStatus(StrEnum):
@@ -476,6 +556,8 @@ class CompletionReply(_Event):
                                   "sent them (OpenAI's {content: [{token, logprob, top_logprobs}]}).")
     parsed: Any = Field(default=None, description="With response_format json: the content, parsed and validated.")
     embeddings: list[list[float]] | None = Field(default=None, description="Embedding requests: one vector per input.")
+    results: list[RerankResult] | None = Field(
+        default=None, description="Rerank requests: the documents by relevance, best first (top_n of them if set).")
     cached: bool = Field(False, description="Answered from the response cache: no provider call, no cost.")
     stream_id: str | None = Field(default=None, description="Streamed replies: the stream whose chunks built this.")
     stream_chunks: int = Field(
@@ -521,10 +603,17 @@ class UsageEvent(_Event):
     http_status: int = Field(0, description="The provider's HTTP status (200 on success, 0 if none).")
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
+    cached_tokens: int = Field(0, description="Cache reads (OpenAI cached_tokens, Anthropic cache_read_input_tokens), "
+                                              "part of prompt_tokens.")
+    reasoning_tokens: int = Field(0, description="Reasoning tokens, part of completion_tokens.")
+    cache_write_tokens: int = Field(0, description="Prompt tokens written to the provider's cache (Anthropic "
+                                                   "cache_creation_input_tokens), part of prompt_tokens.")
+    audio_input_tokens: int = Field(0, description="Audio tokens, part of prompt_tokens.")
+    audio_output_tokens: int = Field(0, description="Audio tokens, part of completion_tokens.")
+    image_input_tokens: int = Field(0, description="Image tokens, part of prompt_tokens.")
     total_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float = Field(0.0, description="USD, priced by token class from the usage details "
+                                             "(docs/analytics.md, Exact cost).")
     latency_ms: float = 0.0
     ttft_ms: float = Field(0.0, description="Time to first token (streaming); 0 when not streamed.")
     kind: RequestKind = RequestKind.COMPLETION

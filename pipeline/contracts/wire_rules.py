@@ -74,17 +74,28 @@ def _present(*fields: str) -> dict[str, Any]:
 def request_conditions() -> list[Any]:
     """The request's cross-field rules as JSON Schema (`allOf`), mirroring the model's validator."""
     embedding_only = ("messages", "template", "tools", "response_format")
+    rerank_fields = ("query", "documents", "top_n")
+    rerank_only = ("messages", "template", "input", "tools", "response_format")
     return [
         {
             "if": {"properties": {"kind": {"const": "embedding"}}, "required": ["kind"]},
             "then": {
                 **_present("input"),
-                "not": {"anyOf": [_present(f) for f in embedding_only]},
+                "not": {"anyOf": [_present(f) for f in (*embedding_only, *rerank_fields)]},
                 "properties": {"input": {"not": {"type": "null"}}, "stream": {"const": False}},
             },
             "else": {
-                "oneOf": [_present("messages"), _present("template")],
-                "not": _present("input"),
+                "if": {"properties": {"kind": {"const": "rerank"}}, "required": ["kind"]},
+                "then": {
+                    **_present("query", "documents"),
+                    "not": {"anyOf": [_present(f) for f in rerank_only]},
+                    "properties": {"query": {"not": {"type": "null"}}, "documents": {"not": {"type": "null"}},
+                                   "stream": {"const": False}},
+                },
+                "else": {
+                    "oneOf": [_present("messages"), _present("template")],
+                    "not": {"anyOf": [_present(f) for f in ("input", *rerank_fields)]},
+                },
             },
         },
         {

@@ -1,12 +1,13 @@
-"""In-process/CLI LLM provider simulator (OpenAI, Anthropic, Ollama wire formats).
+"""In-process/CLI LLM provider simulator (OpenAI, Azure OpenAI, Anthropic, Ollama, Cohere rerank wire formats).
 
 Lets tests, the demo and benchmarks drive LiteLLM's real provider code against a
 fast, deterministic server with injectable faults: chat (plain or streamed), tool
-calls, JSON / structured output, and embeddings, each in the provider's own wire format.
+calls, JSON / structured output, embeddings and rerank, each in the provider's own wire format.
 
 Modules: ``faults`` (rules, config), ``reply`` (what the model answers), ``schema``
 (values from JSON Schemas), ``wire`` and ``stream`` (body and stream builders),
-``app`` (the server), ``client`` (the ``/_sim/`` control API).
+``azure`` (Azure OpenAI's paths, api-version and errors), ``rerank`` (Cohere rerank),
+``app`` (the server), ``control`` (its ``/_sim/`` control API), ``client`` (that API's client).
 """
 
 from pipeline.simulator.app import ProviderSimulator, run_forever, serve

@@ -4,8 +4,10 @@ A real socket server (not a mock transport) so LiteLLM's own provider code,
 HTTP clients, timeouts and exception mapping are exercised end to end.
 
 Endpoints: chat (``/v1/chat/completions``, ``/v1/messages``, ``/api/chat``,
-``/api/generate``; ``"stream": true`` streams SSE or NDJSON, see ``stream``) and
-embeddings (``/v1/embeddings``, ``/api/embed``, legacy ``/api/embeddings``). Every
+``/api/generate``; ``"stream": true`` streams SSE or NDJSON, see ``stream``),
+embeddings (``/v1/embeddings``, ``/api/embed``, legacy ``/api/embeddings``), Azure
+OpenAI's deployment paths for both (see ``azure``) and Cohere rerank (``/v1/rerank``,
+``/v2/rerank``, see ``rerank``). Every
 call goes through the fault book and the request log (never credentials). Error
 faults answer before any stream starts, so a caller can still fall back;
 ``stream_cut`` instead drops the connection half way through a 200 reply.
@@ -26,9 +28,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import TypeAdapter, ValidationError
 
-from pipeline.simulator import stream, wire
+from pipeline.simulator import azure, rerank, stream, wire
+from pipeline.simulator.control import ControlApi, bad_request, json_response
 from pipeline.simulator.faults import (
     RUNTIME_FIELDS,
     STREAM_FAULTS,
@@ -42,7 +44,6 @@ from pipeline.simulator.reply import plan_reply
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Request headers worth keeping for correlation; credentials are never in this list.
 LOGGED_HEADERS: tuple[str, ...] = ("x-request-id", "x-pipeline-request-id", "anthropic-version", "user-agent")
-_RULES = TypeAdapter(list[FaultRule])
 MAX_DIMENSIONS = 65_536  # a request's ``dimensions`` beyond this falls back to the configured size
 MAX_CHOICES = 128  # a request's ``n`` beyond this is answered with this many choices
 #: The sampling parameters a chat request's log entry shows (``params``), wherever the wire format
@@ -70,6 +71,12 @@ def _logprobs_top(body: dict[str, Any]) -> int | None:
     return min(top, 20) if isinstance(top, int) and not isinstance(top, bool) and top > 0 else 0
 
 
+def _usage_details(cfg: SimulatorConfig) -> wire.UsageDetails:
+    """The usage details a chat reply reports, as configured (none by default)."""
+    return wire.UsageDetails(cfg.cached_tokens, cfg.cache_write_tokens, min(cfg.reasoning_tokens,
+                                                                           cfg.completion_tokens))
+
+
 def logged_params(body: dict[str, Any]) -> dict[str, Any]:
     """The sampling parameters a chat request carried, as it sent them."""
     options = body.get("options")
@@ -82,19 +89,20 @@ _KEY_REJECTED = FaultRule(fault="auth")
 
 
 def _sent_key(request: web.Request) -> str | None:
-    """The API key a request carries (OpenAI/Ollama bearer token or Anthropic x-api-key)."""
+    """The API key a request carries (bearer token, Anthropic x-api-key or Azure api-key)."""
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip() or None
-    return request.headers.get("x-api-key") or None
+    return request.headers.get("x-api-key") or request.headers.get("api-key") or None
 
 
-def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
+def _wire_format(api: str) -> str:
+    """The body format an API speaks: Azure OpenAI answers in OpenAI's."""
+    return "openai" if api == "azure" else api
 
 
-def _bad(message: str) -> web.Response:
-    return _json({"error": message}, status=400)
+_json = json_response
+_bad = bad_request
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +167,11 @@ class ProviderSimulator:
 
     # ------------------------------------------------------------------ in-process access
 
+    @property
+    def calls(self) -> int:
+        """Provider calls numbered so far (the last request-log ``seq``)."""
+        return self._seq
+
     def requests(self, since: int = 0) -> list[dict[str, Any]]:
         return [entry for entry in self._log if entry["seq"] > since]
 
@@ -192,18 +205,13 @@ class ProviderSimulator:
         for path, api in (("/v1/embeddings", "openai"), ("/embeddings", "openai"),
                           ("/api/embed", "ollama"), ("/api/embeddings", "ollama")):
             app.router.add_post(path, self._embedding_handler(api))
-        app.router.add_get("/health", self._health)
-        app.router.add_get("/v1/models", self._openai_models)
-        app.router.add_get("/api/tags", self._ollama_tags)
-        app.router.add_get("/_sim/requests", self._get_requests)
-        app.router.add_delete("/_sim/requests", self._delete_requests)
-        app.router.add_get("/_sim/rules", self._get_rules)
-        app.router.add_put("/_sim/rules", self._put_rules)
-        app.router.add_post("/_sim/rules", self._post_rule)
-        app.router.add_delete("/_sim/rules", self._delete_rules)
-        app.router.add_get("/_sim/config", self._get_config)
-        app.router.add_patch("/_sim/config", self._patch_config)
-        app.router.add_get("/_sim/stats", self._get_stats)
+        app.router.add_post(azure.CHAT_PATH, self._azure_handler(self._complete))
+        app.router.add_post(azure.EMBEDDINGS_PATH, self._azure_handler(self._embed))
+        app.router.add_post(azure.V1_CHAT_PATH, self._azure_handler(self._complete, versioned=False))
+        app.router.add_post(azure.V1_EMBEDDINGS_PATH, self._azure_handler(self._embed, versioned=False))
+        for path in rerank.PATHS:
+            app.router.add_post(path, self._rerank)
+        ControlApi(self).register(app)
         return app
 
     def _provider_handler(self, api: str) -> Handler:
@@ -218,15 +226,29 @@ class ProviderSimulator:
 
         return handle
 
+    @staticmethod
+    def _azure_handler(
+        serve: Callable[[web.Request, str], Awaitable[web.StreamResponse]], *, versioned: bool = True
+    ) -> Handler:
+        """An Azure endpoint: a deployment path is refused with Azure's 400 without ``api-version``."""
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if versioned and not request.query.get(azure.API_VERSION_PARAM):
+                return _json(azure.missing_api_version(), status=400)
+            return await serve(request, "azure")
+
+        return handle
+
     async def _admit(self, request: web.Request, api: str) -> _Call | web.Response:
-        """Parse the body, decide its fault (if any) and number the call; a 400 for a bad body."""
+        """Parse the body, decide its fault (if any) and number the call; a 400 for a bad body.
+
+        The model is the body's ``model``, or on Azure the deployment named in the path."""
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             return _bad("request body is not valid JSON")
         if not isinstance(body, dict):
             return _bad("request body must be a JSON object")
-        model = str(body.get("model", ""))
+        model = request.match_info.get("deployment") or str(body.get("model", ""))
         decision = self.book.decide(model, api)
         if decision.fault is None and self.config.key_check(model, _sent_key(request)) == "rejected":
             decision = Decision(fault="auth", rule=_KEY_REJECTED)  # the provider's own 401 for a wrong key
@@ -253,14 +275,16 @@ class ProviderSimulator:
             return call
         body, model, decision, seq = call.body, call.model, call.decision, call.seq
         cfg = self.config
-        prompt_tokens = cfg.prompt_tokens or wire.estimate_tokens(wire.prompt_texts(api, body))
+        fmt = _wire_format(api)
+        prompt_tokens = cfg.prompt_tokens or wire.estimate_tokens(wire.prompt_texts(fmt, body))
         delay_ms = self._delay_ms(decision)
         hang_s = decision.rule.hang_s if decision.fault == "timeout" and decision.rule else 0.0
         streaming = body.get("stream") is True
-        choices = _choices(api, body, streaming)
-        error = self._error_reply(api, model, decision, prompt_tokens)
+        choices = _choices(fmt, body, streaming)
+        error = self._error_reply(api, model, decision, prompt_tokens,
+                                  api_version=request.query.get(azure.API_VERSION_PARAM, ""))
         replies = [] if error is not None else [
-            plan_reply(api, model, body, cfg.completion_tokens, seq=seq, invalid_json=decision.fault == "invalid_json",
+            plan_reply(fmt, model, body, cfg.completion_tokens, seq=seq, invalid_json=decision.fault == "invalid_json",
                        choice=i)
             for i in range(choices)
         ]
@@ -282,28 +306,40 @@ class ProviderSimulator:
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
             frames = stream.frames_for(
-                api, request.path, model, reply, prompt_tokens, cfg.completion_tokens, seq=seq,
+                fmt, request.path, model, reply, prompt_tokens, cfg.completion_tokens, seq=seq,
                 created=int(time.time()), words=cfg.stream_chunk_words, include_usage=include_usage,
+                details=_usage_details(cfg),
             )
             return await self._send_stream(request, frames, seq, fault=decision.fault,
                                            hang_s=decision.rule.hang_s if decision.rule else 0.0)
         payload = wire.success_body(
-            api, request.path, model, reply.content, prompt_tokens, completion, seq=seq,
+            fmt, request.path, model, reply.content, prompt_tokens, completion, seq=seq,
             created=int(time.time()), tool_call=reply.tool_call,
             more=tuple((r.content, r.tool_call) for r in replies[1:]), logprobs_top=_logprobs_top(body),
+            details=_usage_details(cfg),
         )
         return await self._send_json(request, payload, seq, cut=decision.fault == "stream_cut")
 
-    def _error_reply(self, api: str, model: str, decision: Decision, prompt_tokens: int) -> web.Response | None:
-        """The reply for an error fault (or malformed), or ``None`` when the request gets a 200 reply."""
+    def _error_reply(
+        self, api: str, model: str, decision: Decision, prompt_tokens: int, *, api_version: str = ""
+    ) -> web.Response | None:
+        """The reply for an error fault (or malformed), or ``None`` when the request gets a 200 reply
+        (in the API's own error shape; ``api_version``: Azure's, which its texts quote)."""
         fault, rule = decision.fault, decision.rule
         if fault == "malformed":
             return web.Response(body=wire.MALFORMED_BODY, content_type="application/json")
         if fault in (None, "timeout", "stream_cut", "invalid_json") or fault in STREAM_FAULTS or rule is None:
             return None
-        status, payload, headers = wire.error_response(
-            api, fault, model, prompt_tokens=prompt_tokens, retry_after_s=rule.retry_after_s, status=rule.status
-        )
+        retry, code = rule.retry_after_s, rule.status
+        if api == "azure":
+            status, payload, headers = azure.error_response(
+                fault, model, prompt_tokens=prompt_tokens, api_version=api_version, retry_after_s=retry, status=code)
+        elif api == "cohere":
+            status, payload, headers = rerank.error_response(
+                fault, model, prompt_tokens=prompt_tokens, retry_after_s=retry, status=code)
+        else:
+            status, payload, headers = wire.error_response(
+                api, fault, model, prompt_tokens=prompt_tokens, retry_after_s=retry, status=code)
         return _json(payload, status=status, headers=headers)
 
     async def _send_json(self, request: web.Request, payload: object, seq: int, *, cut: bool) -> web.StreamResponse:
@@ -366,7 +402,8 @@ class ProviderSimulator:
         prompt_tokens = cfg.prompt_tokens or wire.estimate_tokens(texts)
         delay_ms = self._delay_ms(decision)
         hang_s = decision.rule.hang_s if decision.fault == "timeout" and decision.rule else 0.0
-        error = self._error_reply(api, model, decision, prompt_tokens)
+        error = self._error_reply(api, model, decision, prompt_tokens,
+                                  api_version=request.query.get(azure.API_VERSION_PARAM, ""))
         self._record(request, api, model, body, decision, error.status if error is not None else 200,
                      delay_ms + hang_s * 1000, seq, (prompt_tokens, 0), kind="embedding", streamed=False)
         await self._wait(delay_ms, hang_s)
@@ -378,7 +415,7 @@ class ProviderSimulator:
             dimensions = cfg.embedding_dimensions
         vectors = [wire.embedding_vector(text, dimensions) for text in texts]
         payload: dict[str, Any]
-        if api == "openai":
+        if api in ("openai", "azure"):
             fmt = body.get("encoding_format")
             fmt = fmt if isinstance(fmt, str) else None
             payload = wire.openai_embeddings(model, vectors, prompt_tokens, encoding_format=fmt)
@@ -386,6 +423,30 @@ class ProviderSimulator:
             payload = wire.ollama_embeddings_legacy(vectors)
         else:
             payload = wire.ollama_embed(model, vectors, prompt_tokens)
+        return await self._send_json(request, payload, seq, cut=decision.fault == "stream_cut")
+
+    async def _rerank(self, request: web.Request) -> web.StreamResponse:
+        """Cohere rerank (v1 and v2 bodies are the same for what LiteLLM sends)."""
+        call = await self._admit(request, "cohere")
+        if isinstance(call, web.Response):
+            return call
+        body, model, decision, seq = call.body, call.model, call.decision, call.seq
+        try:
+            query, documents, top_n = rerank.parse(body)
+        except rerank.RerankRequestError as exc:
+            return _json({"id": f"sim-{seq}", "message": str(exc)}, status=400)
+        prompt_tokens = self.config.prompt_tokens or wire.estimate_tokens([query, *documents])
+        delay_ms = self._delay_ms(decision)
+        hang_s = decision.rule.hang_s if decision.fault == "timeout" and decision.rule else 0.0
+        error = self._error_reply("cohere", model, decision, prompt_tokens)
+        self._record(request, "cohere", model, body, decision, error.status if error is not None else 200,
+                     delay_ms + hang_s * 1000, seq, (prompt_tokens, 0), kind="rerank", streamed=False)
+        await self._wait(delay_ms, hang_s)
+        if error is not None:
+            error.headers["x-request-id"] = f"sim-{seq}"
+            return error
+        payload = rerank.success_body(query, documents, top_n, seq=seq, return_documents=body.get("return_documents")
+                                      is True, tokens=prompt_tokens)
         return await self._send_json(request, payload, seq, cut=decision.fault == "stream_cut")
 
     def _record(
@@ -402,7 +463,7 @@ class ProviderSimulator:
             "model": model,
             "outcome": decision.outcome,
             "status": status,
-            "kind": kind,  # "chat" or "embedding"
+            "kind": kind,  # "chat", "embedding" or "rerank"
             "stream": streamed,  # a streamed (SSE/NDJSON) 200 reply
             "latency_ms": round(latency_ms, 3),
             # What the reply's usage says (0 completion tokens for error replies).
@@ -410,80 +471,27 @@ class ProviderSimulator:
             "completion_tokens": usage[1],
             "headers_subset": headers,
             # Whether a credential was sent, never its value.
-            "key_present": bool(request.headers.get("authorization") or request.headers.get("x-api-key")),
+            "key_present": _sent_key(request) is not None or bool(request.headers.get("authorization")),
+            # Which header carried it (Azure: api-key, or authorization for an Entra ID token).
+            "key_header": next((h for h in ("authorization", "x-api-key", "api-key") if request.headers.get(h)), None),
             # Whether the key was one `api_keys` accepts for this model (`unchecked`: none configured).
             "auth": self.config.key_check(model, _sent_key(request)),
         }
         for field in ("metadata", "user"):
             if body.get(field) is not None:
                 entry[field] = body[field]
+        if api == "azure":  # the deployment is the model; the api-version as the caller sent it
+            entry["deployment"] = model
+            entry["api_version"] = request.query.get(azure.API_VERSION_PARAM)
+            entry["body_model"] = body.get("model")
+        if kind == "rerank":
+            entry["params"] = {name: body[name] for name in rerank.LOGGED_PARAMS if body.get(name) is not None}
+            entry["documents"] = len(body.get("documents") or ())
         if kind == "chat":
             entry["params"] = logged_params(body)  # the sampling parameters received, as sent
             entry["body_keys"] = sorted(body)  # every top-level field (what an extra_body added shows here)
         self._log.append(entry)
         self._counts[(model, decision.outcome)] += 1
-
-    # ------------------------------------------------------------------ listings
-
-    async def _health(self, request: web.Request) -> web.Response:
-        return _json({"status": "ok", "requests": self._seq})
-
-    async def _openai_models(self, request: web.Request) -> web.Response:
-        return _json(wire.openai_models(self.config.models, created=0))
-
-    async def _ollama_tags(self, request: web.Request) -> web.Response:
-        return _json(wire.ollama_tags(self.config.models))
-
-    # ------------------------------------------------------------------ control API
-
-    async def _get_requests(self, request: web.Request) -> web.Response:
-        try:
-            since = int(request.query.get("since", "0"))
-        except ValueError:
-            return _bad("since must be an integer")
-        return _json({"requests": self.requests(since), "last_seq": self._seq})
-
-    async def _delete_requests(self, request: web.Request) -> web.Response:
-        self.clear_requests()
-        return _json({"cleared": True})
-
-    async def _get_rules(self, request: web.Request) -> web.Response:
-        return _json({"rules": self.book.snapshot()})
-
-    async def _put_rules(self, request: web.Request) -> web.Response:
-        try:
-            data = orjson.loads(await request.read())
-            self.book.set_rules(_RULES.validate_python(data["rules"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValidationError) as exc:
-            return _bad(f"expected {{'rules': [...]}}: {exc}")
-        return _json({"rules": self.book.snapshot()})
-
-    async def _post_rule(self, request: web.Request) -> web.Response:
-        try:
-            self.book.add_rule(FaultRule.model_validate_json(await request.read()))
-        except ValidationError as exc:
-            return _bad(str(exc))
-        return _json({"rules": self.book.snapshot()}, status=201)
-
-    async def _delete_rules(self, request: web.Request) -> web.Response:
-        self.book.clear()
-        return _json({"rules": []})
-
-    async def _get_config(self, request: web.Request) -> web.Response:
-        return _json(self.config.model_dump(mode="json", exclude={"rules"}))
-
-    async def _patch_config(self, request: web.Request) -> web.Response:
-        try:
-            changes = orjson.loads(await request.read())
-            if not isinstance(changes, dict):
-                raise ValueError("body must be a JSON object")
-            self.configure(**changes)
-        except (orjson.JSONDecodeError, ValueError) as exc:  # ValidationError is a ValueError
-            return _bad(str(exc))
-        return _json(self.config.model_dump(mode="json", exclude={"rules"}))
-
-    async def _get_stats(self, request: web.Request) -> web.Response:
-        return _json(self.stats())
 
 
 async def _serve_until_signal(host: str, port: int, config: SimulatorConfig) -> None:

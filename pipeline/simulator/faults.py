@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Api = Literal["openai", "anthropic", "ollama"]
+Api = Literal["openai", "anthropic", "ollama", "azure", "cohere"]
 FaultKind = Literal[
     "rate_limit",
     "server_error",
@@ -164,6 +164,12 @@ class SimulatorConfig(BaseModel):
     latency_jitter_ms: float = Field(0.0, ge=0, description="uniform extra 0..jitter, seeded")
     completion_tokens: int = Field(16, ge=1, description="reported completion tokens (reply word count)")
     prompt_tokens: int | None = Field(None, ge=1, description="fixed prompt tokens; None = ceil(chars/4)")
+    cached_tokens: int = Field(0, ge=0, description="of the prompt tokens, reported as cache reads (OpenAI "
+                                                    "cached_tokens, Anthropic cache_read_input_tokens)")
+    cache_write_tokens: int = Field(0, ge=0, description="of the prompt tokens, reported as written to the cache "
+                                                         "(Anthropic cache_creation_input_tokens)")
+    reasoning_tokens: int = Field(0, ge=0, description="of each choice's completion tokens, reported as reasoning "
+                                                       "(OpenAI completion_tokens_details)")
     seed: int = 0
     rules: list[FaultRule] = Field(default_factory=list)
     request_log_size: int = Field(100_000, ge=1)
@@ -176,8 +182,9 @@ class SimulatorConfig(BaseModel):
     )
     api_keys: dict[str, list[str]] = Field(
         default_factory=dict,
-        description="model glob -> sha256 hex digests of the keys it accepts (Authorization: Bearer or "
-                    "x-api-key); a matching request with another key or none gets the provider's 401. "
+        description="model glob -> sha256 hex digests of the keys it accepts (Authorization: Bearer, "
+                    "x-api-key or Azure's api-key); a matching request with another key or none gets the "
+                    "provider's 401. "
                     "Digests, so the simulator never holds or records a key.",
     )
 
@@ -194,6 +201,7 @@ class SimulatorConfig(BaseModel):
 RUNTIME_FIELDS: frozenset[str] = frozenset(
     {
         "latency_ms", "latency_jitter_ms", "completion_tokens", "prompt_tokens",
+        "cached_tokens", "cache_write_tokens", "reasoning_tokens",
         "stream_chunk_words", "stream_chunk_delay_ms", "embedding_dimensions", "api_keys",
     }
 )

@@ -84,7 +84,8 @@ def _ndjson(data: JsonDict) -> bytes:
 
 
 def openai_frames(
-    model: str, reply: Reply, pt: int, ct: int, *, seq: int, created: int, words: int, include_usage: bool
+    model: str, reply: Reply, pt: int, ct: int, *, seq: int, created: int, words: int, include_usage: bool,
+    details: wire.UsageDetails = wire.NO_DETAILS,
 ) -> Frames:
     """``chat.completion.chunk`` events; with ``include_usage`` a last chunk with usage and no choices."""
     base = {"id": f"chatcmpl-sim-{seq}", "object": "chat.completion.chunk", "created": created, "model": model,
@@ -109,16 +110,17 @@ def openai_frames(
         finish = "stop"
     tail = [chunk({}, finish)]
     if include_usage:
-        usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
-        tail.append(_sse({**base, "choices": [], "usage": usage}))
+        tail.append(_sse({**base, "choices": [], "usage": wire.openai_usage(pt, ct, details)}))
     tail.append(OPENAI_DONE)
     return Frames(SSE, head, body, tuple(tail))
 
 
-def anthropic_frames(model: str, reply: Reply, pt: int, ct: int, *, seq: int, words: int) -> Frames:
+def anthropic_frames(
+    model: str, reply: Reply, pt: int, ct: int, *, seq: int, words: int, details: wire.UsageDetails = wire.NO_DETAILS,
+) -> Frames:
     """Messages API events: message_start .. content_block_* .. message_delta, message_stop."""
     message: JsonDict = {"id": f"msg_sim_{seq}", "type": "message", "role": "assistant", "model": model, "content": [],
-                         "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": pt, "output_tokens": 1}}
+                         "stop_reason": None, "stop_sequence": None, "usage": wire.anthropic_usage(pt, 1, details)}
     call = reply.tool_call
     if call is not None:
         block: JsonDict = {"type": "tool_use", "id": call.anthropic_id, "name": call.name, "input": {}}
@@ -171,11 +173,12 @@ def ollama_frames(path: str, model: str, reply: Reply, pt: int, ct: int, *, word
 
 def frames_for(
     api: str, path: str, model: str, reply: Reply, pt: int, ct: int, *, seq: int, created: int, words: int,
-    include_usage: bool,
+    include_usage: bool, details: wire.UsageDetails = wire.NO_DETAILS,
 ) -> Frames:
     """The streamed form of ``reply`` in ``api``'s wire format."""
     if api == "openai":
-        return openai_frames(model, reply, pt, ct, seq=seq, created=created, words=words, include_usage=include_usage)
+        return openai_frames(model, reply, pt, ct, seq=seq, created=created, words=words, include_usage=include_usage,
+                             details=details)
     if api == "anthropic":
-        return anthropic_frames(model, reply, pt, ct, seq=seq, words=words)
+        return anthropic_frames(model, reply, pt, ct, seq=seq, words=words, details=details)
     return ollama_frames(path, model, reply, pt, ct, words=words)

@@ -131,6 +131,41 @@ def ollama_tool_call(call: ToolCall) -> JsonDict:
 Choice = tuple[str | None, ToolCall | None]
 
 
+@dataclass(frozen=True, slots=True)
+class UsageDetails:
+    """The usage details a chat reply reports (``SimulatorConfig``'s ``cached_tokens``,
+    ``cache_write_tokens``, ``reasoning_tokens``); none by default, so the plain shapes stay."""
+
+    cache_read: int = 0  # of the prompt tokens: OpenAI cached_tokens, Anthropic cache_read_input_tokens
+    cache_write: int = 0  # of the prompt tokens: Anthropic cache_creation_input_tokens (OpenAI reports none)
+    reasoning: int = 0  # of each choice's completion tokens (OpenAI reasoning_tokens)
+
+
+NO_DETAILS = UsageDetails()
+
+
+def openai_usage(pt: int, ct: int, details: UsageDetails = NO_DETAILS, *, choices: int = 1) -> JsonDict:
+    """OpenAI's ``usage``: the details are parts of ``prompt_tokens`` and ``completion_tokens``."""
+    usage: JsonDict = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+    if details.cache_read:
+        usage["prompt_tokens_details"] = {"cached_tokens": min(details.cache_read, pt), "audio_tokens": 0}
+    if details.reasoning:
+        usage["completion_tokens_details"] = {"reasoning_tokens": min(details.reasoning * choices, ct),
+                                              "audio_tokens": 0, "accepted_prediction_tokens": 0,
+                                              "rejected_prediction_tokens": 0}
+    return usage
+
+
+def anthropic_usage(pt: int, ct: int, details: UsageDetails = NO_DETAILS) -> JsonDict:
+    """Anthropic's ``usage``: ``input_tokens`` excludes the cache reads and writes, reported beside it."""
+    read = min(details.cache_read, pt)
+    write = min(details.cache_write, pt - read)
+    usage: JsonDict = {"input_tokens": pt - read - write, "output_tokens": ct}
+    if read or write:
+        usage.update(cache_creation_input_tokens=write, cache_read_input_tokens=read)
+    return usage
+
+
 def openai_logprobs(content: str | None, top: int) -> JsonDict:
     """OpenAI's ``logprobs`` of a choice: one entry per word of the text, with ``top`` alternatives."""
     def token(text: str, logprob: float) -> JsonDict:
@@ -154,6 +189,7 @@ def _openai_choice(index: int, content: str | None, tool_call: ToolCall | None, 
 def openai_chat(
     model: str, content: str | None, prompt_tokens: int, completion_tokens: int, *, seq: int, created: int,
     tool_call: ToolCall | None = None, more: tuple[Choice, ...] = (), logprobs_top: int | None = None,
+    details: UsageDetails = NO_DETAILS,
 ) -> JsonDict:
     """``more``: the choices after the first (a request with ``n`` > 1); ``completion_tokens`` covers all.
     ``logprobs_top``: the request asked for logprobs, with this many ``top_logprobs``."""
@@ -164,17 +200,13 @@ def openai_chat(
         "model": model,
         "system_fingerprint": "fp_sim",
         "choices": [_openai_choice(i, c, t, logprobs_top) for i, (c, t) in enumerate(((content, tool_call), *more))],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": openai_usage(prompt_tokens, completion_tokens, details, choices=1 + len(more)),
     }
 
 
 def anthropic_message(
     model: str, content: str | None, prompt_tokens: int, completion_tokens: int, *, seq: int,
-    tool_call: ToolCall | None = None,
+    tool_call: ToolCall | None = None, details: UsageDetails = NO_DETAILS,
 ) -> JsonDict:
     block = {"type": "text", "text": content or ""} if tool_call is None else anthropic_tool_use(tool_call)
     return {
@@ -185,7 +217,7 @@ def anthropic_message(
         "content": [block],
         "stop_reason": "end_turn" if tool_call is None else "tool_use",
         "stop_sequence": None,
-        "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
+        "usage": anthropic_usage(prompt_tokens, completion_tokens, details),
     }
 
 
@@ -226,17 +258,18 @@ def ollama_chat(
 def success_body(
     api: str, path: str, model: str, content: str | None, pt: int, ct: int, *, seq: int, created: int,
     tool_call: ToolCall | None = None, more: tuple[Choice, ...] = (), logprobs_top: int | None = None,
+    details: UsageDetails = NO_DETAILS,
 ) -> JsonDict:
-    """The success reply for ``api``; Ollama's shape depends on the endpoint path.
+    """The success reply for ``api``; Ollama's shape depends on the endpoint path (Ollama reports no details).
 
     ``/api/generate`` has no tools, so a tool call there is never asked for. Only OpenAI's
     format carries several choices (``more``).
     """
     if api == "openai":
         return openai_chat(model, content, pt, ct, seq=seq, created=created, tool_call=tool_call, more=more,
-                           logprobs_top=logprobs_top)
+                           logprobs_top=logprobs_top, details=details)
     if api == "anthropic":
-        return anthropic_message(model, content, pt, ct, seq=seq, tool_call=tool_call)
+        return anthropic_message(model, content, pt, ct, seq=seq, tool_call=tool_call, details=details)
     if path.endswith("/generate"):
         return ollama_generate(model, content or "", pt, ct)
     return ollama_chat(model, content, pt, ct, tool_call=tool_call)

@@ -34,6 +34,13 @@ SCOPES: tuple[Scope, ...] = ("tenant", "shared")
 
 
 def _canonical(model: str, request: CompletionRequest, scope: Scope) -> dict[str, Any]:
+    doc = _canonical_common(model, request, scope)
+    if request.kind is RequestKind.RERANK:  # only then: every other request keeps its key
+        doc["rerank"] = {"query": request.query, "documents": list(request.documents or ()), "top_n": request.top_n}
+    return doc
+
+
+def _canonical_common(model: str, request: CompletionRequest, scope: Scope) -> dict[str, Any]:
     return {
         "v": KEY_VERSION,
         "scope": scope,

@@ -26,12 +26,12 @@ from pipeline.catalog.resilience import Deployment
 from pipeline.contracts.models import CompletionRequest, ErrorCode, SkipReason
 from pipeline.observability import tracing
 from pipeline.stages.budget import BudgetRefusal, Reservation
-from pipeline.stages.cost import call_cost
+from pipeline.stages.cost import usage_cost
 from pipeline.stages.deployments import DeploymentPool, Unavailable
 from pipeline.stages.retry import Action, decide
 from pipeline.stages.route import Candidate, RoutePlan, Skipped
 from pipeline.stages.structured import check_structured
-from pipeline.transport.provider import ProviderClient, ProviderError, ProviderResponse, StreamLimits
+from pipeline.transport.provider import ProviderClient, ProviderError, ProviderResponse, StreamLimits, TokenUsage
 
 
 class StreamSink(Protocol):
@@ -80,10 +80,24 @@ class AttemptResult:
     parsed: Any = None  # response_format json: the validated answer
     cache_hit: bool = False
     shared_cache_hit: bool = False  # the cached answer came from another tenant's call (booked at its cost)
+    deployment_provider: str = ""  # the provider of the deployment called (a model's deployments may differ)
+
+    @property
+    def provider(self) -> str:
+        """Who served this attempt: its deployment's provider; a cache hit (no call) names the model's."""
+        return self.deployment_provider or self.spec.provider
 
     @property
     def ok(self) -> bool:
         return self.response is not None and self.error is None
+
+    @property
+    def billed_usage(self) -> TokenUsage:
+        """What the provider bills for this call by token class (see `billed_tokens`)."""
+        if self.response is not None:
+            return self.response.usage
+        partial = self.error.partial if self.error is not None else None
+        return partial.usage if partial is not None else TokenUsage()
 
     @property
     def billed_tokens(self) -> tuple[int, int, bool]:
@@ -254,7 +268,7 @@ async def _cached(
         return None
     response, cost = hit.response, 0.0
     if hit.other_tenant:
-        cost = call_cost(candidate.spec, response.prompt_tokens, response.completion_tokens)
+        cost = usage_cost(candidate.spec, response.usage)
         if ctx.spend is not None:
             reserved = await ctx.spend.reserve(candidate)
             if isinstance(reserved, BudgetRefusal):
@@ -294,7 +308,7 @@ async def _attempt(
                                       min(spec.resilience.stream_idle_timeout_s, timeout_s)) if sink else None
                 response = await ctx.provider.complete(deployment, request, timeout_s=timeout_s, on_delta=sink,
                                                        stream_limits=limits)
-                cost = call_cost(spec, response.prompt_tokens, response.completion_tokens, deployment.litellm_model)
+                cost = usage_cost(spec, response.usage, deployment.litellm_model)
                 # A tool call is the answer's alternative to content: nothing to validate as JSON.
                 check = check_structured(None if response.tool_calls else request.response_format, response.content)
                 parsed = check.parsed
@@ -304,8 +318,7 @@ async def _attempt(
             except ProviderError as exc:
                 error = exc
                 if exc.partial is not None:  # a stream that broke part way: its tokens are billed
-                    cost = call_cost(spec, exc.partial.prompt_tokens, exc.partial.completion_tokens,
-                                     deployment.litellm_model)
+                    cost = usage_cost(spec, exc.partial.usage, deployment.litellm_model)
             if error is not None and span is not None:
                 span.set_attribute("llm.error_code", error.code.value)
     finally:  # settle and record even when cancelled, so neither a reservation nor a slot leaks
@@ -321,4 +334,5 @@ async def _attempt(
         await asyncio.gather(*bookkeeping)
     if ctx.cache is not None and response is not None and error is None:
         await ctx.cache.put(spec.name, request, response)
-    return AttemptResult(event_id, number, spec, started_at, latency, deployment.name, response, error, cost, parsed)
+    return AttemptResult(event_id, number, spec, started_at, latency, deployment.name, response, error, cost, parsed,
+                         deployment_provider=deployment.provider)

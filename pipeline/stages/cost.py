@@ -1,13 +1,39 @@
-"""Cost of a provider call: the catalog's price override, else LiteLLM's price map."""
+"""Cost of a provider call, priced from the usage details the provider returned.
+
+Every call is priced by token class (`TokenUsage`): plain input, cache reads (OpenAI
+`cached_tokens`, Anthropic `cache_read_input_tokens`), cache writes (Anthropic
+`cache_creation_input_tokens`), audio and image input, plain output, reasoning and audio output.
+The classes never overlap: `prompt_tokens` includes the cache tokens for every provider (LiteLLM
+adds Anthropic's back to its `input_tokens`), so a cached token is billed once, at the cache rate,
+and `completion_tokens` covers every choice of an `n` > 1 request (OpenAI bills them all).
+
+Which calculator, decided per model:
+
+* The catalog's `price` (a per-model override) is priced here, one rate per class; a rate the
+  entry leaves unset falls back to the plain input rate (cache, audio and image input) or the
+  plain output rate (reasoning, audio output), which is what a provider without such a rate bills.
+* Otherwise LiteLLM's cost calculator (`litellm.cost_per_token` with the usage details, through
+  `transport/model_info.py`) prices the deployment's model string. Read and checked against the
+  providers' published prices by hand (`tests/unit/test_cost_accuracy.py`): it bills cached input
+  at `cache_read_input_token_cost` without charging it again as input, cache writes at
+  `cache_creation_input_token_cost`, reasoning tokens at the output rate (or
+  `output_cost_per_reasoning_token`), audio and image tokens at their own rates, and it knows
+  what a flat rate pair cannot (long-context tiers). A model LiteLLM cannot price costs 0 here:
+  the catalog loader refuses such a model unless it sets a price.
+
+Route estimates (`per_token_prices`) stay plain input and output rates: before the call nothing
+is known about caching.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pipeline.transport.model_info import token_prices
+from pipeline.transport.model_info import litellm_cost, query_price, token_prices
+from pipeline.transport.provider import TokenUsage
 
 if TYPE_CHECKING:
-    from pipeline.catalog.models import ModelSpec
+    from pipeline.catalog.models import ModelSpec, Price
 
 
 def per_token_prices(spec: ModelSpec, litellm_model: str | None = None) -> tuple[float, float]:
@@ -21,7 +47,45 @@ def per_token_prices(spec: ModelSpec, litellm_model: str | None = None) -> tuple
     return prices
 
 
+def price_cost(price: Price, usage: TokenUsage) -> float:
+    """USD of `usage` at a catalog price, each token class at its own rate (unset: the plain rate)."""
+    inp, out = price.input_per_mtok, price.output_per_mtok
+
+    def rate(value: float | None, plain: float) -> float:
+        return plain if value is None else value
+
+    per_mtok = (
+        usage.text_input_tokens * inp
+        + usage.cache_read_tokens * rate(price.cache_read_per_mtok, inp)
+        + usage.cache_write_tokens * rate(price.cache_write_per_mtok, inp)
+        + usage.audio_input_tokens * rate(price.audio_input_per_mtok, inp)
+        + usage.image_input_tokens * rate(price.image_input_per_mtok, inp)
+        + usage.text_output_tokens * out
+        + usage.reasoning_tokens * rate(price.reasoning_per_mtok, out)
+        + usage.audio_output_tokens * rate(price.audio_output_per_mtok, out)
+    )
+    return per_mtok / 1e6
+
+
+def usage_cost(spec: ModelSpec, usage: TokenUsage, litellm_model: str | None = None) -> float:
+    """USD cost of one call from its usage details: the catalog price of the model when it sets
+    one, else LiteLLM's calculator for the deployment's model string."""
+    if usage.search_units:
+        return search_cost(spec, usage.search_units, litellm_model)
+    if spec.price is not None:
+        return price_cost(spec.price, usage)
+    return litellm_cost(litellm_model or spec.litellm_model, usage) or 0.0
+
+
 def call_cost(spec: ModelSpec, prompt_tokens: int, completion_tokens: int, litellm_model: str | None = None) -> float:
-    """USD cost of one call from its real token usage."""
-    inp, out = per_token_prices(spec, litellm_model)
-    return prompt_tokens * inp + completion_tokens * out
+    """USD cost of a call known only by its token counts (all plain text)."""
+    return usage_cost(spec, TokenUsage(prompt_tokens, completion_tokens), litellm_model)
+
+
+def search_cost(spec: ModelSpec, search_units: int, litellm_model: str | None = None) -> float:
+    """USD of a rerank call: its search units (queries billed) at the catalog's `per_query` price,
+    else LiteLLM's `input_cost_per_query` for the deployment's model string (rerank tokens are free)."""
+    if spec.price is not None and spec.price.per_query is not None:
+        return search_units * spec.price.per_query
+    per_query = query_price(litellm_model or spec.litellm_model)
+    return search_units * per_query if per_query is not None else 0.0

@@ -37,7 +37,7 @@ def error_reply(
 def _attempt(a: AttemptResult) -> Attempt:
     return Attempt(
         model=a.spec.name,
-        provider=a.spec.provider,
+        provider=a.provider,
         deployment=a.deployment or None,
         outcome=AttemptOutcome.OK if a.ok else AttemptOutcome.ERROR,
         error_code=None if a.ok else a.error.code,  # type: ignore[union-attr]
@@ -50,6 +50,8 @@ def routing_info(plan: RoutePlan, outcome: CallOutcome) -> RoutingInfo:
     return RoutingInfo(
         skipped=[SkippedCandidate(model=s.model, reason=s.reason, detail=s.detail) for s in skipped],
         budget_downgrade=outcome.budget_downgrade,
+        fallbacks=list(plan.fallbacks),
+        fallbacks_source=plan.fallbacks_source,
     )
 
 
@@ -92,9 +94,10 @@ def _answer_reply(
         logprobs=r.logprobs,
         parsed=answer.parsed,
         embeddings=[list(v) for v in r.embeddings] if r.embeddings is not None else None,
+        results=list(r.rerank_results) if r.rerank_results is not None else None,
         cached=answer.cache_hit,
         model=answer.spec.name,
-        provider=answer.spec.provider,
+        provider=answer.provider,
         usage=Usage(
             prompt_tokens=r.prompt_tokens,
             completion_tokens=r.completion_tokens,
@@ -152,6 +155,7 @@ def usage_events(
     primary = outcome.attempts[0].spec.name if outcome.attempts else None
     for a in outcome.attempts:
         prompt, completion, estimated = a.billed_tokens
+        details = a.billed_usage
         events.append(
             UsageEvent(
                 event_id=a.event_id,
@@ -160,15 +164,19 @@ def usage_events(
                 task_type=request.task_type,
                 requested_model=requested,
                 model=a.spec.name,
-                provider=a.spec.provider,
+                provider=a.provider,
                 deployment=a.deployment,
                 status=AttemptOutcome.OK if a.ok else AttemptOutcome.ERROR,
                 error_code=None if a.ok else a.error.code,  # type: ignore[union-attr]
                 http_status=200 if a.ok else (a.error.status or 0),  # type: ignore[union-attr]
                 prompt_tokens=prompt,
                 completion_tokens=completion,
-                cached_tokens=a.response.cached_tokens if a.response else 0,
-                reasoning_tokens=a.response.reasoning_tokens if a.response else 0,
+                cached_tokens=details.cache_read_tokens,
+                reasoning_tokens=details.reasoning_tokens,
+                cache_write_tokens=details.cache_write_tokens,
+                audio_input_tokens=details.audio_input_tokens,
+                audio_output_tokens=details.audio_output_tokens,
+                image_input_tokens=details.image_input_tokens,
                 total_tokens=prompt + completion,
                 cost_usd=a.cost_usd,
                 latency_ms=round(a.latency_ms, 3),
@@ -184,6 +192,16 @@ def usage_events(
                 route_skipped=skipped,
                 budget_downgrade=outcome.budget_downgrade,
                 ts=a.started_at,
+                attributes=_billing_attributes(a),
             )
         )
     return events
+
+
+def _billing_attributes(attempt: AttemptResult) -> dict[str, str]:
+    """What a call was billed by besides tokens: a rerank's search units (its cost is units x price);
+    none for the tenant's own cache hit, which is free."""
+    units = attempt.response.search_units if attempt.response is not None else 0
+    if not units or (attempt.cache_hit and not attempt.cost_usd):
+        return {}
+    return {"search_units": str(units)}

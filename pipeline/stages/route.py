@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from pipeline.catalog import Catalog, ModelSpec
 from pipeline.catalog.routing import CostPreference, Route
-from pipeline.contracts.models import CompletionRequest, ErrorCode, RequestKind, SkipReason
-from pipeline.stages.cost import per_token_prices
+from pipeline.contracts.models import CompletionRequest, ErrorCode, FallbackSource, RequestKind, SkipReason
+from pipeline.stages.cost import per_token_prices, search_cost
 from pipeline.transport.model_info import count_message_tokens, count_text_tokens
+from pipeline.transport.provider import search_units
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +42,16 @@ class Skipped:
 
 @dataclass(frozen=True, slots=True)
 class RoutePlan:
-    """Eligible candidates in the order they will be tried; the first one is the primary."""
+    """Eligible candidates in the order they will be tried; the first one is the primary.
+
+    `fallbacks`: the models appended after the explicit model or the route's candidates (eligible
+    or not), from the request's own `fallbacks` ("request") or the explicit model's catalog
+    entry ("catalog")."""
 
     candidates: tuple[Candidate, ...]
     skipped: tuple[Skipped, ...] = ()
+    fallbacks: tuple[str, ...] = ()
+    fallbacks_source: FallbackSource | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,8 @@ def required_capabilities(request: CompletionRequest) -> frozenset[str]:
     needed = set()
     if request.kind is RequestKind.EMBEDDING:
         needed.add("embeddings")
+    if request.kind is RequestKind.RERANK:
+        needed.add("rerank")
     if request.tools and request.tool_choice != "none":
         needed.add("tools")
     if request.response_format is not None and request.response_format.wants_json:
@@ -70,11 +79,15 @@ def count_prompt_tokens(spec: ModelSpec, request: CompletionRequest) -> int:
     """LiteLLM's tokenizer for this model (bundled, no network)."""
     if request.kind is RequestKind.EMBEDDING:
         return count_text_tokens(spec.litellm_model, list(request.input or []))
+    if request.kind is RequestKind.RERANK:
+        return count_text_tokens(spec.litellm_model, [request.query or "", *(request.documents or ())])
     return count_message_tokens(spec.litellm_model, [m.model_dump(exclude_none=True) for m in request.messages or ()])
 
 
 def estimate(spec: ModelSpec, request: CompletionRequest, default_completion_tokens: int) -> Candidate:
     prompt = count_prompt_tokens(spec, request)
+    if request.kind is RequestKind.RERANK:  # billed per search unit, not per token
+        return Candidate(spec, prompt, 0, search_cost(spec, search_units(len(request.documents or ()))), 1)
     choices = request.n or 1
     per_choice = request.max_tokens or default_completion_tokens
     completion = 0 if request.kind is RequestKind.EMBEDDING else per_choice * choices
@@ -92,19 +105,27 @@ def _order(candidates: list[Candidate], preference: CostPreference) -> list[Cand
     return candidates
 
 
-def plan_route(
-    request: CompletionRequest,
-    catalog: Catalog,
-    *,
-    default_completion_tokens: int = 512,
-    cooling_down: Callable[[str], bool] = lambda model: False,
-) -> RoutePlan | RouteRefusal:
-    """An explicit `model` skips task routing (but not eligibility); else the task's route or the default."""
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """What a request may be served by, before eligibility: the route, then the fallbacks."""
+
+    route: Route
+    fallbacks: tuple[str, ...]
+    source: FallbackSource | None
+
+
+def _chain(request: CompletionRequest, catalog: Catalog) -> _Chain | RouteRefusal:
+    """An explicit `model` (with its catalog fallbacks) or the task's route, then the request's `fallbacks`.
+
+    The request's `fallbacks` replace the model's configured ones (`[]`: none). A fallback that is
+    already a route candidate keeps its place in the route and is not tried twice."""
+    configured: tuple[str, ...] = ()
     if request.model is not None:
         spec = catalog.models.get(request.model)
         if spec is None:
             return RouteRefusal(ErrorCode.UNKNOWN_MODEL, f"model {request.model!r} is not in the catalog")
         route = Route(candidates=(spec.name,))
+        configured = spec.fallbacks
     else:
         found = catalog.routing.route_for(request.task_type)
         if found is None:
@@ -112,33 +133,86 @@ def plan_route(
                 ErrorCode.NO_ROUTE, f"no route for task_type {request.task_type!r} and no default route",
             )
         route = found
+    if request.fallbacks is None:
+        names, source = configured, FallbackSource.CATALOG
+    else:
+        names, source = tuple(request.fallbacks), FallbackSource.REQUEST
+        for i, name in enumerate(names):
+            if name not in catalog.models:
+                return RouteRefusal(ErrorCode.UNKNOWN_MODEL, f"fallbacks[{i}]: model {name!r} is not in the catalog")
+    fallbacks = tuple(name for name in names if name not in route.candidates)
+    return _Chain(route, fallbacks, source if fallbacks else None)
+
+
+def plan_route(
+    request: CompletionRequest,
+    catalog: Catalog,
+    *,
+    default_completion_tokens: int = 512,
+    cooling_down: Callable[[str], bool] = lambda model: False,
+    cost_preference: CostPreference | None = None,
+) -> RoutePlan | RouteRefusal:
+    """An explicit `model` skips task routing (but not eligibility); else the task's route or the default.
+
+    The route's candidates are ordered by its cost_preference (`cost_preference` overrides it:
+    `pipeline route --cost-preference` previews another order); fallbacks follow in their own
+    order, under the same eligibility (capabilities, context window, cost ceiling)."""
+    chain = _chain(request, catalog)
+    if isinstance(chain, RouteRefusal):
+        return chain
+    route = chain.route
     ceiling = catalog.routing.cost_controls.request_ceiling(request.tenant, request.max_cost_usd)
-    eligible: list[Candidate] = []
     skipped: list[Skipped] = []
     needed = route.capabilities | required_capabilities(request)
-    for name in route.candidates:
-        spec = catalog.models[name]
-        reason = _ineligible(spec, needed, cooling_down)
-        if reason is not None:
-            skipped.append(Skipped(name, *reason))
-            continue
-        candidate = estimate(spec, request, default_completion_tokens)
-        window = spec.context_window
-        if window is not None and candidate.prompt_tokens + candidate.tokens_per_choice > window:
-            skipped.append(Skipped(name, SkipReason.CONTEXT_TOO_LONG,
-                                   f"{candidate.prompt_tokens}+{candidate.tokens_per_choice} tokens > {window}"))
-            continue
-        if ceiling is not None and candidate.estimated_cost_usd > ceiling:
-            skipped.append(Skipped(name, SkipReason.OVER_COST_CEILING,
-                                   f"estimated {candidate.estimated_cost_usd:.6f} > ceiling {ceiling:.6f} USD"))
-            continue
-        eligible.append(candidate)
-    if eligible:
-        return RoutePlan(tuple(_order(eligible, route.cost_preference)), tuple(skipped))
+
+    def eligible(names: tuple[str, ...]) -> list[Candidate]:
+        found = []
+        for name in names:
+            candidate = _eligible(catalog.models[name], request, needed, ceiling, cooling_down,
+                                  default_completion_tokens)
+            if isinstance(candidate, Skipped):
+                skipped.append(candidate)
+            else:
+                found.append(candidate)
+        return found
+
+    ordered = _order(eligible(route.candidates), cost_preference or route.cost_preference) + eligible(chain.fallbacks)
+    if ordered:
+        return RoutePlan(tuple(ordered), tuple(skipped), chain.fallbacks, chain.source)
     summary = "; ".join(f"{s.model}: {s.reason.value}" + (f" ({s.detail})" if s.detail else "") for s in skipped)
     if skipped and all(s.reason is SkipReason.OVER_COST_CEILING for s in skipped):
         return RouteRefusal(ErrorCode.BUDGET_EXCEEDED, f"request cost ceiling {ceiling} USD: {summary}", tuple(skipped))
     return RouteRefusal(ErrorCode.NO_ELIGIBLE_MODEL, f"no eligible model: {summary}", tuple(skipped))
+
+
+def _eligible(
+    spec: ModelSpec, request: CompletionRequest, needed: frozenset[str], ceiling: float | None,
+    cooling_down: Callable[[str], bool], default_completion_tokens: int,
+) -> Candidate | Skipped:
+    """The candidate with its estimate, or why it may not serve this request."""
+    reason = _ineligible(spec, needed, cooling_down)
+    if reason is not None:
+        return Skipped(spec.name, *reason)
+    candidate = estimate(spec, request, default_completion_tokens)
+    window = spec.context_window
+    if window is not None and request.kind is RequestKind.RERANK:  # each document is ranked with the query alone
+        pair = _rerank_pair_tokens(spec, request)
+        if pair > window:
+            return Skipped(spec.name, SkipReason.CONTEXT_TOO_LONG,
+                           f"query + longest document: {pair} tokens > {window}")
+    elif window is not None and candidate.prompt_tokens + candidate.tokens_per_choice > window:
+        return Skipped(spec.name, SkipReason.CONTEXT_TOO_LONG,
+                       f"{candidate.prompt_tokens}+{candidate.tokens_per_choice} tokens > {window}")
+    if ceiling is not None and candidate.estimated_cost_usd > ceiling:
+        return Skipped(spec.name, SkipReason.OVER_COST_CEILING,
+                       f"estimated {candidate.estimated_cost_usd:.6f} > ceiling {ceiling:.6f} USD")
+    return candidate
+
+
+def _rerank_pair_tokens(spec: ModelSpec, request: CompletionRequest) -> int:
+    """Tokens of the query plus the longest document: what one rerank comparison must fit."""
+    longest = max((count_text_tokens(spec.litellm_model, [d]) for d in request.documents or ()), default=0)
+    return count_text_tokens(spec.litellm_model, [request.query or ""]) + longest
 
 
 def _ineligible(

@@ -33,6 +33,7 @@ USAGE_COLUMNS = (
     "budget_downgrade", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "total_tokens",
     "cost_usd", "latency_ms", "ttft_ms", "attributes", "kafka_topic", "kafka_partition", "kafka_offset",
     "kind", "streamed", "cache_hit", "tokens_estimated", "shared_cache_hit",
+    "cache_write_tokens", "audio_input_tokens", "audio_output_tokens", "image_input_tokens",
 )
 
 
@@ -95,6 +96,7 @@ def _row(item: StoredUsage) -> list[Any]:
         e.reasoning_tokens, e.total_tokens, Decimal(repr(e.cost_usd)).quantize(Decimal("1e-9")), e.latency_ms,
         e.ttft_ms, e.attributes, item.kafka_topic, item.kafka_partition, item.kafka_offset,
         e.kind.value, e.streamed, e.cache_hit, e.tokens_estimated, e.shared_cache_hit,
+        e.cache_write_tokens, e.audio_input_tokens, e.audio_output_tokens, e.image_input_tokens,
     ]
 
 

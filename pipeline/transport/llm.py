@@ -28,6 +28,7 @@ from pipeline.transport.provider import (
     ProviderResponse,
     SecretLookup,
     StreamLimits,
+    TokenUsage,
 )
 
 #: `classify` and `rejected_before_sending` live in `llm_errors.py`; importers of this module keep them.
@@ -69,8 +70,15 @@ class LiteLLMProvider:
             raise ProviderError(ErrorCode.AUTH_ERROR, f"API key of {spec.name}: {exc.args[0]}") from None
         if spec.key_source() and not key:
             raise ProviderError(ErrorCode.AUTH_ERROR, f"API key ({spec.key_source()}) is not set for {spec.name}")
-        secrets = (key,) if key else ()
+        try:
+            # The deployment's pass-through parameters (api_version, organization, ...), credentials
+            # resolved now; the ones the pipeline sets below win (the catalog refuses them anyway).
+            params, credentials = spec.call_params(self._secrets)
+        except LookupError as exc:
+            raise ProviderError(ErrorCode.AUTH_ERROR, f"litellm_params of {spec.name}: {exc.args[0]}") from None
+        secrets = ((key,) if key else ()) + credentials
         kwargs: dict[str, Any] = {
+            **params,
             "model": spec.litellm_model,
             "api_key": key or NO_KEY_PLACEHOLDER,
             "timeout": timeout_s,
@@ -82,11 +90,17 @@ class LiteLLMProvider:
             kwargs["api_base"] = spec.api_base
         if request.kind is RequestKind.EMBEDDING:
             return await self._embed(spec, request, kwargs, secrets)
+        if request.kind is RequestKind.RERANK:
+            return await self._rerank(spec, request, kwargs, secrets, timeout_s)
+        configured_headers = kwargs.get("extra_headers")
         kwargs.update(_chat_parameters(request))
+        if isinstance(configured_headers, dict):  # the deployment's headers, then ours
+            kwargs["extra_headers"] = {**configured_headers, **kwargs["extra_headers"]}
         if request.extra_body:
             kwargs.update(_extra_body(spec, request.extra_body, kwargs))
         if on_delta is not None:
-            client = self._stream_client(spec, key)
+            # A client-level pass-through setting (organization) would be lost on our shared client.
+            client = None if "organization" in params else self._stream_client(spec, key)
             if client is not None:
                 kwargs["client"] = client
             limits = stream_limits or StreamLimits(timeout_s, timeout_s)
@@ -158,6 +172,16 @@ class LiteLLMProvider:
             raise ProviderError(ErrorCode.MALFORMED_RESPONSE,
                                 f"{spec.name}: {len(vectors)} vectors for {len(request.input or ())} inputs")
         return ProviderResponse(content=None, prompt_tokens=prompt, completion_tokens=0, embeddings=vectors)
+
+
+    @staticmethod
+    async def _rerank(
+        spec: Endpoint, request: CompletionRequest, kwargs: dict[str, Any], secrets: tuple[str, ...], timeout_s: float
+    ) -> ProviderResponse:
+        """`litellm.arerank` (Cohere's wire format and its kin); the call and parsing live in `llm_rerank.py`."""
+        from pipeline.transport.llm_rerank import rerank
+
+        return await rerank(spec, request, kwargs, secrets, timeout_s)
 
 
 def _chat_parameters(request: CompletionRequest) -> dict[str, Any]:
@@ -246,24 +270,58 @@ def _choices(response: Any) -> tuple[ReplyChoice, ...]:
                  for i, c in enumerate(response.choices))
 
 
+def _count(source: Any, *names: str) -> int:
+    """The first of `names` that `source` sets to a positive count (LiteLLM's usage objects leave
+    unreported details as None or 0; a negative or non-number count is treated as unreported)."""
+    for name in names:
+        value = getattr(source, name, None)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return int(value)
+    return 0
+
+
+def token_usage(usage: Any) -> TokenUsage:
+    """LiteLLM's `Usage` by token class. LiteLLM normalises the providers: its `prompt_tokens`
+    includes cached tokens (OpenAI's do; for Anthropic it adds `cache_read_input_tokens` and
+    `cache_creation_input_tokens` to `input_tokens`), and its `completion_tokens` covers every
+    choice, reasoning included."""
+    prompt = getattr(usage, "prompt_tokens_details", None)
+    completion = getattr(usage, "completion_tokens_details", None)
+    return TokenUsage(
+        prompt_tokens=_count(usage, "prompt_tokens"),
+        completion_tokens=_count(usage, "completion_tokens"),
+        cache_read_tokens=_count(prompt, "cached_tokens") or _count(usage, "cache_read_input_tokens"),
+        cache_write_tokens=(_count(prompt, "cache_write_tokens", "cache_creation_tokens")
+                            or _count(usage, "cache_creation_input_tokens")),
+        reasoning_tokens=_count(completion, "reasoning_tokens"),
+        audio_input_tokens=_count(prompt, "audio_tokens"),
+        audio_output_tokens=_count(completion, "audio_tokens"),
+        image_input_tokens=_count(prompt, "image_tokens"),
+    )
+
+
 def parse_response(response: Any, spec: Endpoint) -> ProviderResponse:
     """The first choice as the answer (all of them in `choices` when there are several), and the
     usage, which covers every choice."""
     try:
         choice = response.choices[0]
-        usage = response.usage
-        prompt_details = getattr(usage, "prompt_tokens_details", None)
-        completion_details = getattr(usage, "completion_tokens_details", None)
+        if response.usage is None:  # billed, but by how much is unknown: not an answer to book at 0
+            raise ValueError("no usage")
+        usage = token_usage(response.usage)
         return ProviderResponse(
             content=choice.message.content,
             tool_calls=_tool_calls(choice),
             choices=_choices(response),
             logprobs=_logprobs(choice),
-            prompt_tokens=int(usage.prompt_tokens or 0),
-            completion_tokens=int(usage.completion_tokens or 0),
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
             finish_reason=choice.finish_reason,
-            cached_tokens=int(getattr(prompt_details, "cached_tokens", 0) or 0),
-            reasoning_tokens=int(getattr(completion_details, "reasoning_tokens", 0) or 0),
+            cached_tokens=usage.cache_read_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            audio_input_tokens=usage.audio_input_tokens,
+            audio_output_tokens=usage.audio_output_tokens,
+            image_input_tokens=usage.image_input_tokens,
         )
     except (AttributeError, IndexError, TypeError, ValueError) as exc:
         raise ProviderError(ErrorCode.MALFORMED_RESPONSE, f"{spec.name}: unusable response: {exc}") from None

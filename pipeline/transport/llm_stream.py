@@ -24,7 +24,7 @@ from typing import Any
 
 from pipeline.contracts.models import ErrorCode
 from pipeline.observability.metrics import STREAM_EVENTS_SKIPPED
-from pipeline.transport.llm import classify, parse_response
+from pipeline.transport.llm import classify, parse_response, token_usage
 from pipeline.transport.model_info import count_message_tokens, count_text_tokens
 from pipeline.transport.provider import DeltaSink, Endpoint, PartialUsage, ProviderError, ProviderResponse, StreamLimits
 from pipeline.transport.stream_filter import counting
@@ -72,7 +72,8 @@ def partial_usage(progress: _Progress, model: str, messages: list[dict[str, Any]
     """The provider's count if one came, else LiteLLM's tokenizer on what was delivered."""
     usage = progress.usage
     if usage is not None:
-        return PartialUsage(int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0), estimated=False)
+        details = token_usage(usage)
+        return PartialUsage(details.prompt_tokens, details.completion_tokens, estimated=False, details=details)
     completion = count_text_tokens(model, ["".join(progress.texts)]) if progress.texts else 0
     return PartialUsage(count_message_tokens(model, messages), completion, estimated=True)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from pipeline.transport.provider import TokenUsage
+
 
 @lru_cache(maxsize=512)
 def token_prices(litellm_model: str) -> tuple[float, float] | None:
@@ -23,6 +25,64 @@ def token_prices(litellm_model: str) -> tuple[float, float] | None:
     if inp is None or out is None:
         return None
     return float(inp), float(out)
+
+
+@lru_cache(maxsize=512)
+def query_price(litellm_model: str) -> float | None:
+    """USD per query (rerank search unit) from LiteLLM's bundled map (`input_cost_per_query`), or None."""
+    import litellm
+
+    try:
+        value = litellm.get_model_info(litellm_model).get("input_cost_per_query")
+    except Exception:  # LiteLLM raises several types for "not mapped"
+        return None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def litellm_cost(litellm_model: str, usage: TokenUsage) -> float | None:
+    """USD of one call by LiteLLM's cost calculator and price map, from the usage by token class
+    (cache reads and writes, reasoning, audio and image tokens at the map's own rates, long-context
+    tiers applied); None when LiteLLM cannot price the model."""
+    import litellm
+    from litellm.types.utils import CompletionTokensDetailsWrapper, PromptTokensDetailsWrapper, Usage
+
+    details = Usage(
+        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+        total_tokens=usage.prompt_tokens + usage.completion_tokens,
+        prompt_tokens_details=PromptTokensDetailsWrapper(
+            cached_tokens=usage.cache_read_tokens, cache_creation_tokens=usage.cache_write_tokens,
+            audio_tokens=usage.audio_input_tokens, image_tokens=usage.image_input_tokens,
+            text_tokens=usage.text_input_tokens),
+        completion_tokens_details=CompletionTokensDetailsWrapper(
+            reasoning_tokens=usage.reasoning_tokens, audio_tokens=usage.audio_output_tokens,
+            text_tokens=usage.text_output_tokens),
+    )
+    try:
+        prompt_usd, completion_usd = litellm.cost_per_token(model=litellm_model, usage_object=details)
+    except Exception:  # LiteLLM raises several types for "not mapped"
+        return None
+    return float(prompt_usd) + float(completion_usd)
+
+
+#: LiteLLM model-map flags and the catalog capabilities they stand for.
+_CAPABILITY_FLAGS = {"supports_function_calling": "tools", "supports_response_schema": "json_mode",
+                     "supports_vision": "vision"}
+
+
+@lru_cache(maxsize=512)
+def model_capabilities(litellm_model: str) -> frozenset[str] | None:
+    """Catalog capabilities LiteLLM's bundled map states for a model (None: unmapped), for a
+    LiteLLM config whose entries do not say (the proxy sends tools to any model)."""
+    import litellm
+
+    try:
+        info = litellm.get_model_info(litellm_model)
+    except Exception:  # LiteLLM raises several types for "not mapped"
+        return None
+    found = {cap for flag, cap in _CAPABILITY_FLAGS.items() if info.get(flag)}
+    if info.get("mode") == "embedding":
+        found.add("embeddings")
+    return frozenset(found)
 
 
 def count_text_tokens(litellm_model: str, texts: list[str]) -> int:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from pipeline.contracts.models import CompletionRequest, ErrorCode, ReplyChoice, ToolCall
+from pipeline.contracts.models import CompletionRequest, ErrorCode, ReplyChoice, RerankResult, ToolCall
 
 
 class SecretLookup(Protocol):
@@ -37,6 +37,14 @@ class Endpoint(Protocol):
     def drop_params(self) -> bool:
         """Let LiteLLM drop the request parameters this provider does not support (else: bad_request)."""
         ...
+    @property
+    def provider(self) -> str:
+        """The provider this deployment calls (custom_llm_provider, else the litellm_model prefix)."""
+        ...
+    def call_params(self, secrets: SecretLookup | None = None) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """Pass-through LiteLLM parameters with credentials resolved now, and those credentials (to
+        scrub from messages); raises LookupError naming a missing reference, never a value."""
+        ...
     def key_source(self) -> str | None:
         """How the key is named (`env NAME`, `file PATH`, `secret NAME`), never its value."""
         ...
@@ -45,22 +53,75 @@ class Endpoint(Protocol):
         ...
 
 
+#: Cohere bills one search unit per rerank query of up to this many documents.
+DOCUMENTS_PER_SEARCH_UNIT = 100
+
+
+def search_units(documents: int) -> int:
+    """Search units a rerank of `documents` is billed by Cohere's rule: one per started 100, at least one."""
+    return max(1, -(-documents // DOCUMENTS_PER_SEARCH_UNIT))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """What one call is billed for, by token class, the same way for every provider.
+
+    `prompt_tokens` is every input token billed (cache reads and writes, audio, image included,
+    as OpenAI counts them; Anthropic's own `input_tokens` excludes its cache tokens, LiteLLM adds
+    them back); `completion_tokens` every output token of every choice (reasoning and audio
+    included). The other counts are parts of those two; what is left is plain text."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_read_tokens: int = 0  # OpenAI cached_tokens, Anthropic cache_read_input_tokens
+    cache_write_tokens: int = 0  # Anthropic cache_creation_input_tokens
+    reasoning_tokens: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    image_input_tokens: int = 0
+    search_units: int = 0  # rerank: queries billed (Cohere: one per query of up to 100 documents)
+
+    @property
+    def text_input_tokens(self) -> int:
+        """Input billed at the plain input rate (never negative, even for inconsistent counts)."""
+        special = self.cache_read_tokens + self.cache_write_tokens + self.audio_input_tokens + self.image_input_tokens
+        return max(self.prompt_tokens - special, 0)
+
+    @property
+    def text_output_tokens(self) -> int:
+        """Output billed at the plain output rate."""
+        return max(self.completion_tokens - self.reasoning_tokens - self.audio_output_tokens, 0)
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderResponse:
     content: str | None
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None = None
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # cache reads (TokenUsage.cache_read_tokens)
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    image_input_tokens: int = 0
     tool_calls: tuple[ToolCall, ...] = ()
     embeddings: tuple[tuple[float, ...], ...] | None = None
+    rerank_results: tuple[RerankResult, ...] | None = None  # rerank: documents by relevance, best first
+    search_units: int = 0  # rerank: what the call is billed by (TokenUsage.search_units)
     streamed_chunks: int = 0  # deltas handed to the caller's sink (streaming only)
     ttft_ms: float = 0.0  # time to the first delta (streaming only)
     tokens_estimated: bool = False  # counted from the text with LiteLLM's tokenizer: the provider sent none
     skipped_events: int = 0  # undecodable stream events dropped (streaming only)
     choices: tuple[ReplyChoice, ...] = ()  # every choice when the provider returned several (n > 1)
     logprobs: Any = None  # the answer's token log probabilities (JSON data), when asked for and sent
+
+    @property
+    def usage(self) -> TokenUsage:
+        """The call's billed tokens by class (what `stages/cost.py` prices)."""
+        return TokenUsage(self.prompt_tokens, self.completion_tokens, self.cached_tokens, self.cache_write_tokens,
+                          self.reasoning_tokens, self.audio_input_tokens, self.audio_output_tokens,
+                          self.image_input_tokens, self.search_units)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +139,12 @@ class PartialUsage:
     prompt_tokens: int
     completion_tokens: int
     estimated: bool  # counted with LiteLLM's tokenizer: the provider's usage never came
+    details: TokenUsage | None = None  # the provider's own breakdown, when its usage came
+
+    @property
+    def usage(self) -> TokenUsage:
+        """The billed tokens by class (plain text when only counts are known)."""
+        return self.details or TokenUsage(self.prompt_tokens, self.completion_tokens)
 
 
 #: Receives each text delta of a streamed answer, in order; returns once it is safely handed on.

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.contracts.models import CompletionRequest, ReplyChoice, ToolCall
+from pipeline.contracts.models import CompletionRequest, ReplyChoice, RerankResult, ToolCall
 from pipeline.stages.cache import Scope, cache_key, cacheable
 from pipeline.stages.call import CacheHit
 from pipeline.state.response_cache import ResponseCache
@@ -29,6 +29,8 @@ def encode_answer(response: ProviderResponse, tenant: str | None = None) -> byte
         "completion_tokens": response.completion_tokens, "finish_reason": response.finish_reason,
         "tool_calls": [c.model_dump(mode="json") for c in response.tool_calls],
         "embeddings": response.embeddings,
+        "results": None if response.rerank_results is None else [r.model_dump() for r in response.rerank_results],
+        "search_units": response.search_units,  # what another tenant's hit is booked at (rerank)
         "choices": [c.model_dump(mode="json") for c in response.choices], "logprobs": response.logprobs,
     })
 
@@ -39,12 +41,14 @@ def decode_answer(data: bytes) -> ProviderResponse | None:
         doc: dict[str, Any] = orjson.loads(data)
         if doc.get("v") != _FORMAT:
             return None
-        embeddings = doc.get("embeddings")
+        embeddings, results = doc.get("embeddings"), doc.get("results")
         return ProviderResponse(
             content=doc["content"], prompt_tokens=int(doc["prompt_tokens"]),
             completion_tokens=int(doc["completion_tokens"]), finish_reason=doc.get("finish_reason"),
             tool_calls=tuple(ToolCall.model_validate(c) for c in doc.get("tool_calls") or ()),
             embeddings=tuple(tuple(v) for v in embeddings) if embeddings is not None else None,
+            rerank_results=tuple(RerankResult.model_validate(r) for r in results) if results is not None else None,
+            search_units=int(doc.get("search_units") or 0),
             choices=tuple(ReplyChoice.model_validate(c) for c in doc.get("choices") or ()),
             logprobs=doc.get("logprobs"),
         )

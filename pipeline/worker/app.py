@@ -205,7 +205,8 @@ def create_worker(
     Without `catalog` (or with `reload_config`) the configuration is read from
     `settings.config_dir` and reloaded when its files change or on SIGHUP.
     """
-    live = LiveCatalog(settings.config_dir, catalog) if reload_config or catalog is None else None
+    live = (LiveCatalog(settings.config_dir, catalog, settings.litellm_config)
+            if reload_config or catalog is None else None)
     fixed = catalog
     current: Callable[[], Catalog] = live if live is not None else (lambda: fixed)  # type: ignore[assignment,return-value]
     publisher = BrokerPublisher.from_settings(settings)

@@ -72,6 +72,7 @@ class Outputs:
         log.error("request %s: %s; sending an error reply instead", reply.request_id, problem[1])
         return reply.model_copy(update={
             "status": ReplyStatus.ERROR, "content": None, "tool_calls": None, "parsed": None, "embeddings": None,
+            "results": None,
             "metadata": {}, "metadata_truncated": bool(reply.metadata),
             "error": ReplyError(code=problem[0], message=problem[1]),
         }).model_dump_json().encode()

@@ -185,3 +185,32 @@ async def test_deadline_passing_during_backoff_gives_deadline_exceeded(settings,
         reply = await client.complete(req("hurry", deadline_ms=2000), timeout=30)
     assert reply.status == "error" and reply.error.code == ErrorCode.DEADLINE_EXCEEDED
     assert len(await sim.requests()) == 1  # no attempt started after the deadline
+
+
+async def test_an_explicit_model_falls_back_to_its_configured_then_the_requests_fallbacks(
+    settings, start_worker, sim, tmp_path,
+) -> None:
+    """Issue 18: `model` keeps that model's catalog fallbacks; the request's `fallbacks` replace them; [] is none."""
+    models = TWO_MODELS.replace("context_window: 128000}", "context_window: 128000, fallbacks: [secondary]}") + (
+        f'  tertiary: {{litellm_model: openai/gpt-4o, api_base: "{SIM}/v1", context_window: 128000}}\n')
+    await start_worker(catalog=catalog_from(tmp_path, models, "default: {candidates: [tertiary]}\n"))
+    await sim.add_rule({"model": "gpt-4o-mini", "fault": "auth"})  # the primary's key is bad: no retry
+    async with PipelineClient(settings) as client:
+        configured = await client.complete(req("fb-configured", model="primary"), timeout=30)
+        given = await client.complete(task_type="any", messages=[{"role": "user", "content": "hello"}],
+                                      request_id="fb-given", model="primary", fallbacks=["tertiary"], timeout=30)
+        none = await client.complete(req("fb-none", model="primary", fallbacks=[]), timeout=30)
+    assert configured.status == "ok" and configured.model == "secondary" and configured.provider == "anthropic"
+    assert [(a.model, a.error_code) for a in configured.attempts] == [
+        ("primary", ErrorCode.AUTH_ERROR), ("secondary", None)]
+    assert configured.routing.fallbacks == ["secondary"] and configured.routing.fallbacks_source == "catalog"
+
+    assert given.status == "ok" and given.model == "tertiary", given.error
+    assert [a.model for a in given.attempts][-1:] == ["tertiary"] and "secondary" not in [
+        a.model for a in given.attempts]  # the request's fallbacks replaced the configured ones
+    assert given.routing.fallbacks == ["tertiary"] and given.routing.fallbacks_source == "request"
+
+    assert none.status == "error" and {a.model for a in none.attempts} <= {"primary"}
+    assert none.routing.fallbacks == [] and none.routing.fallbacks_source is None
+    calls = Counter(c["model"] for c in await sim.requests())
+    assert calls["claude-haiku-4-5"] == 1 and calls["gpt-4o"] == 1

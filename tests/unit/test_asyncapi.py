@@ -101,8 +101,9 @@ def test_request_payload_states_the_contract() -> None:
     doc = json.loads(ASYNCAPI.read_text())
     request = doc["components"]["schemas"]["CompletionRequest"]
     assert set(request["required"]) == {"request_id", "task_type"}
-    assert [one["required"] for one in request["allOf"][0]["else"]["oneOf"]] == [["messages"], ["template"]]
-    assert request["allOf"][0]["else"]["oneOf"][0]["properties"]["messages"] == {"not": {"type": "null"}}
+    completion = request["allOf"][0]["else"]["else"]  # neither kind embedding nor kind rerank
+    assert [one["required"] for one in completion["oneOf"]] == [["messages"], ["template"]]
+    assert completion["oneOf"][0]["properties"]["messages"] == {"not": {"type": "null"}}
     assert request["additionalProperties"] is False
     assert request["examples"], "producers need an example"
 

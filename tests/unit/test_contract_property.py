@@ -65,7 +65,7 @@ def test_requests_drawn_from_the_schema_get_the_same_verdict_from_both(doc: dict
     assert_one_truth(doc)
 
 
-@given(from_schema(SCHEMA["allOf"][0]["else"]["oneOf"][0] | SHAPES))
+@given(from_schema(SCHEMA["allOf"][0]["else"]["else"]["oneOf"][0] | SHAPES))  # neither embedding nor rerank
 @CHECKS
 def test_completion_requests_with_messages_get_the_same_verdict_from_both(doc: dict[str, Any]) -> None:
     assert_one_truth(doc)
@@ -95,6 +95,12 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
 @example({"request_id": "r", "task_type": "t", "messages": None, "template": "summarize-ticket"})
 @example({"request_id": "r", "task_type": "t", "kind": "embedding", "input": "a string"})
 @example({"request_id": "r", "task_type": "t", "kind": "embedding", "input": "a", "tools": None})
+@example({"request_id": "r", "task_type": "t", "kind": "rerank", "query": "q", "documents": ["a", "b"], "top_n": 1})
+@example({"request_id": "r", "task_type": "t", "kind": "rerank", "query": "q", "documents": ["a"], "stream": True})
+@example({"request_id": "r", "task_type": "t", "kind": "rerank", "query": "q", "documents": None})
+@example({"request_id": "r", "task_type": "t", "kind": "rerank", "query": "q", "documents": ["a"], "input": "x"})
+@example({"request_id": "r", "task_type": "t", "kind": "embedding", "input": "a", "query": "q"})
+@example({"request_id": "r", "task_type": "t", "messages": [{"role": "user", "content": "x"}], "top_n": 2})
 @example({"request_id": "r", "task_type": "t", "messages": [{"role": "user", "content": "x"}],
           "reply_to": "llm.replies.x bad"})
 @example({"request_id": "r", "task_type": "t", "messages": [{"role": "user", "content": "x"}], "reply_to": "r" * 250})

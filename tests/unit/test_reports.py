@@ -400,3 +400,87 @@ def test_restore_spend_raises_every_budget_window_to_the_recorded_spend(store: C
     keys = ["global:daily:2026-03-15", "global:monthly:2026-03", "tenant=acme:monthly:2026-03",
             "task_type=classify:daily:2026-03-15"]
     assert asyncio.run(ledger.values(keys)) == [40_000, 74_000, 38_000, 7_000]
+
+
+# -- row filters (`pipeline report --model/--tenant/--task-type`) ------------------------------
+
+def test_filters_select_the_rows_each_report_aggregates(store: ClickHouseUsageStore) -> None:
+    from pipeline.analytics.filters import RowFilter
+
+    globex = RowFilter(tenant="globex")
+    table = cost_by_model_task_tenant(store, days=30, now=NOW, only=globex)
+    assert table.rows == [  # R7; R3, R4 (two attempts), R8 (its duplicate once)
+        ("m-claude", "summarize", "globex", 1, 1, 0, 100, 50, D("0.030")),
+        ("m-llama", "classify", "globex", 4, 3, 1, 300, 150, D("0.006")),
+    ]
+    assert table.title.endswith("(last 30 days, tenant=globex)")
+    assert cost_by_day(store, days=30, now=NOW, only=RowFilter(tenant="acme", task_type="classify")).rows == [
+        (date(2026, 3, 15), "acme", "classify", "m-gpt", 1, 0, 100, 50, D("0.005")),  # R5 alone
+    ]
+    assert wasted_cost(store, days=30, now=NOW, only=globex).rows == [
+        ("m-llama", "groq", 1, D("0.002"), 0, D(0), D("0.002"), D("0.006"), 33.33),
+        ("m-claude", "anthropic", 0, D(0), 0, D(0), D(0), D("0.030"), 0.0),
+        ("(all)", "(all)", 1, D("0.002"), 0, D(0), D("0.002"), D("0.036"), 5.56),
+    ]
+
+
+def test_a_model_filter_keeps_its_fallback_calls_and_shares_of_the_filtered_spend(
+    store: ClickHouseUsageStore,
+) -> None:
+    from pipeline.analytics.filters import RowFilter
+
+    claude = RowFilter(model="m-claude")
+    assert reliability_by_provider(store, days=30, now=NOW, only=claude).rows == [
+        ("anthropic", 3, 1, 33.33, 1, 0, 0.0, 2)]
+    assert reliability_by_provider(store, days=30, now=NOW, only=RowFilter(tenant="acme")).rows == [
+        ("anthropic", 2, 1, 50.0, 0, 0, 0.0, 2),  # R2 and R6 fell back to it
+        ("openai", 5, 2, 40.0, 5, 2, 40.0, 0),
+    ]
+    assert top_tenants(store, days=30, now=NOW, only=claude).rows == [
+        ("globex", 1, 1, D("0.030"), 56.6, D("0.030")),  # R7
+        ("acme", 2, 2, D("0.023"), 43.4, D("0.0115")),  # R2's and R6's fallbacks
+    ]
+    rows = top_requests(store, days=30, now=NOW, limit=3, only=claude).rows
+    assert [(r[0], r[3], r[4], r[5], r[7]) for r in rows] == [
+        ("R7", 1, "m-claude", "ok", D("0.030")), ("R2", 1, "m-claude", "ok", D("0.020")),
+        ("R6", 1, "m-claude", "error", D("0.003"))]
+    assert errors_by_provider_code(store, days=30, now=NOW, only=RowFilter(model="m-gpt")).rows == [
+        ("openai", "rate_limited", 1, 20.0, 50.0, D(0)), ("openai", "server_error", 1, 20.0, 50.0, D(0))]
+
+
+def test_latency_reads_the_exact_table_when_the_rollup_cannot_filter(store: ClickHouseUsageStore) -> None:
+    from pipeline.analytics.filters import RowFilter
+
+    rollup = latency_by_model(store, days=30, now=NOW, only=RowFilter(model="m-llama"))
+    assert rollup.rows == [("m-llama", "groq", 5, 70.0, 814.0, 962.8)]  # the rollup: the duplicate counts
+    exact = latency_by_model(store, days=30, now=NOW, only=RowFilter(model="m-llama", tenant="globex"))
+    assert exact.rows == [("m-llama", "groq", 4, 65.0, 860.5, 972.1)] and "exact" in exact.title
+
+
+def test_filter_values_are_parameters_not_sql(store: ClickHouseUsageStore) -> None:
+    from pipeline.analytics.filters import RowFilter
+
+    hostile = RowFilter(tenant="acme' OR '1'='1", task_type="x') OR 1=1 --")
+    assert top_tenants(store, days=30, now=NOW, only=hostile).rows == []
+    assert cost_by_model_task_tenant(store, days=30, now=NOW, only=RowFilter(model="{db}")).rows == []
+    with pytest.raises(ValueError, match="--task-type"):
+        RowFilter(task_type="x" * 257)
+
+
+def test_run_report_filters_every_report_but_budgets(store: ClickHouseUsageStore) -> None:
+    import json
+
+    from pipeline.analytics.filters import RowFilter
+    from pipeline.analytics.report_cli import run_report
+
+    only = RowFilter(tenant="globex")
+    console = _console()
+    assert run_report(store, None, name="all", days=30, fmt="json", html=None, console=console, now=NOW,
+                      only=only) == 0
+    doc = json.loads(console.file.getvalue())
+    assert {r["tenant"] for r in doc["cost"]} == {"globex"} and [r["tenant"] for r in doc["top-tenants"]] == ["globex"]
+    assert doc["budgets"][0]["mtd_usd"] == pytest.approx(0.074)  # whole spend: budgets take no filters
+    console = _console()
+    assert run_report(store, None, name="budgets", days=30, fmt="table", html=None, console=console,
+                      only=only) == 2
+    assert "do not apply" in console.file.getvalue()

@@ -26,7 +26,9 @@ def test_request_schema_states_the_contract() -> None:
     doc = json.loads((SCHEMAS / "completion_request.schema.json").read_text())
     assert set(doc["required"]) == {"request_id", "task_type"}
     assert doc["properties"]["messages"]["anyOf"][0]["minItems"] == 1
-    shape = doc["allOf"][0]  # messages or template for a completion; input for an embedding
+    shape = doc["allOf"][0]  # input for an embedding; query and documents for a rerank; else messages or template
     assert shape["then"]["required"] == ["input"]
-    assert [one["required"] for one in shape["else"]["oneOf"]] == [["messages"], ["template"]]  # null = absent
+    assert shape["else"]["if"]["properties"]["kind"] == {"const": "rerank"}
+    assert shape["else"]["then"]["required"] == ["query", "documents"]
+    assert [one["required"] for one in shape["else"]["else"]["oneOf"]] == [["messages"], ["template"]]  # null = absent
     assert doc["additionalProperties"] is False
