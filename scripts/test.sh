@@ -39,7 +39,11 @@ else
 fi
 rm -f .coverage .coverage.*
 set +e
-"$PY" -m pytest -p no:cacheprovider --durations=25 --cov=pipeline --cov-report=term-missing:skip-covered "${floor[@]}" "$@"
+# Two test processes by default (PIPELINE_TEST_WORKERS=0: one): each starts its own broker, redis-server and
+# simulator; a test file stays in one process, so its module fixtures are made once.
+workers="${PIPELINE_TEST_WORKERS:-2}"
+"$PY" -m pytest -p no:cacheprovider -n "$workers" --dist loadfile --durations=25 --cov=pipeline \
+  --cov-report=term-missing:skip-covered "${floor[@]}" "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
