@@ -19,7 +19,7 @@ from pipeline.catalog.errors import ConfigError
 config_app = typer.Typer(help="Work with configuration files (LiteLLM Proxy configs included).",
                          no_args_is_help=True)
 _out = Console()
-_err = Console(stderr=True)
+_err = Console(stderr=True, soft_wrap=True)
 
 _ROUTING = """\
 # Routing policy. A LiteLLM config has none: requests name their `model` (its fallbacks are in

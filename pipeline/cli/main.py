@@ -25,7 +25,7 @@ app = typer.Typer(
 console = Console()
 if not console.is_terminal:  # piped or captured: tables are read later, do not squeeze them to 80 columns
     console.width = 160
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error names a path: never broken mid-word to fit a width
 #: `--cost-preference` choices: pipeline.catalog.routing.CostPreference, spelled out to keep start-up light.
 CostPreferenceName = Literal["listed", "cheapest", "balanced", "quality"]
 

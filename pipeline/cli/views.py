@@ -60,7 +60,8 @@ def print_catalog(console: Console, catalog: Catalog, fmt: str) -> None:
     for m in doc["models"]:
         price = m["price"]
         table.add_row(
-            m["name"], m["provider"], ", ".join(d["name"] for d in m["deployments"]), ",".join(m["capabilities"]),
+            m["name"], ",".join(dict.fromkeys(d["provider"] for d in m["deployments"])),  # each deployment's
+            ", ".join(d["name"] for d in m["deployments"]), ",".join(m["capabilities"]),
             str(m["context_window"] or "-"), f"{price['input_per_mtok']:g}", f"{price['output_per_mtok']:g}",
             str(m["quality"]), ", ".join(m["fallbacks"]) or "-", "disabled" if m["disabled"] else "enabled")
     console.print(table)

@@ -15,12 +15,14 @@ REQUEST_SECONDS = Histogram("llm_request_duration_seconds", "End-to-end time fro
                             ["task_type"], buckets=_LATENCY_BUCKETS)
 PROVIDER_SECONDS = Histogram("llm_provider_latency_seconds", "One provider call.", ["model", "provider"],
                              buckets=_LATENCY_BUCKETS)
-ATTEMPTS = Counter("llm_attempts", "Provider calls, by model and outcome.", ["model", "outcome", "error_code"])
+ATTEMPTS = Counter("llm_attempts", "Provider calls, by model, the provider of the deployment called, and outcome.",
+                   ["model", "provider", "outcome", "error_code"])
 RETRIES = Counter("llm_retries", "Calls that repeated a call to the same model.", ["model"])
 FALLBACKS = Counter("llm_fallbacks", "Calls to a model other than the request's first choice.", ["model"])
 TOKENS = Counter("llm_tokens", "Tokens used, by model, tenant and kind (prompt, completion).",
                  ["model", "tenant", "kind"])
-COST = Counter("llm_cost_usd", "Provider cost in USD, by model and tenant.", ["model", "tenant"])
+COST = Counter("llm_cost_usd", "Provider cost in USD, by model, provider (of the deployment) and tenant.",
+               ["model", "provider", "tenant"])
 BUDGET_REMAINING = Gauge("llm_budget_remaining_usd", "Remaining budget (limit minus spent and reserved).",
                          ["budget", "period"])
 IN_FLIGHT = Gauge("llm_in_flight_requests", "Requests being processed by this worker.")
@@ -42,7 +44,7 @@ def observe_attempts(events: Sequence[UsageEvent]) -> None:
     """Attempts, retries, fallbacks, tokens and cost, from the usage events of one request round."""
     previous = None
     for e in events:
-        ATTEMPTS.labels(e.model, e.status.value, e.error_code.value if e.error_code else "").inc()
+        ATTEMPTS.labels(e.model, e.provider, e.status.value, e.error_code.value if e.error_code else "").inc()
         PROVIDER_SECONDS.labels(e.model, e.provider).observe(e.latency_ms / 1000)
         if previous is not None and previous == e.model:
             RETRIES.labels(e.model).inc()
@@ -53,7 +55,7 @@ def observe_attempts(events: Sequence[UsageEvent]) -> None:
         if e.completion_tokens:
             TOKENS.labels(e.model, e.tenant, "completion").inc(e.completion_tokens)
         if e.cost_usd:
-            COST.labels(e.model, e.tenant).inc(e.cost_usd)
+            COST.labels(e.model, e.provider, e.tenant).inc(e.cost_usd)
         previous = e.model
 
 

@@ -201,7 +201,7 @@ def usage_events(
 def _billing_attributes(attempt: AttemptResult) -> dict[str, str]:
     """What a call was billed by besides tokens: a rerank's search units (its cost is units x price);
     none for the tenant's own cache hit, which is free."""
-    units = attempt.response.search_units if attempt.response is not None else 0
+    units = attempt.response.usage.search_units if attempt.response is not None else 0
     if not units or (attempt.cache_hit and not attempt.cost_usd):
         return {}
     return {"search_units": str(units)}

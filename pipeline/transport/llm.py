@@ -316,12 +316,7 @@ def parse_response(response: Any, spec: Endpoint) -> ProviderResponse:
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             finish_reason=choice.finish_reason,
-            cached_tokens=usage.cache_read_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            audio_input_tokens=usage.audio_input_tokens,
-            audio_output_tokens=usage.audio_output_tokens,
-            image_input_tokens=usage.image_input_tokens,
+            details=usage,
         )
     except (AttributeError, IndexError, TypeError, ValueError) as exc:
         raise ProviderError(ErrorCode.MALFORMED_RESPONSE, f"{spec.name}: unusable response: {exc}") from None

@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.contracts.models import CompletionRequest, ErrorCode, RerankResult
 from pipeline.transport.llm_errors import classify
-from pipeline.transport.provider import Endpoint, ProviderError, ProviderResponse, search_units
+from pipeline.transport.provider import Endpoint, ProviderError, ProviderResponse, TokenUsage, search_units
 
 #: Rerank arguments only the request sets.
 _REQUEST_OWNED = frozenset({"query", "documents", "top_n", "return_documents", "rank_fields", "max_chunks_per_doc"})
@@ -72,5 +72,6 @@ def parse_rerank(response: Any, spec: Endpoint, documents: int, top_n: int | Non
     tokens = _field(meta, "tokens") if meta is not None else None
     units = _count(_field(billed, "search_units")) if billed is not None else 0
     prompt = _count(_field(tokens, "input_tokens")) if tokens is not None else 0
+    details = TokenUsage(prompt_tokens=prompt, search_units=units or search_units(documents))
     return ProviderResponse(content=None, prompt_tokens=prompt, completion_tokens=0, rerank_results=results,
-                            search_units=units or search_units(documents))
+                            details=details)

@@ -99,16 +99,10 @@ class ProviderResponse:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None = None
-    cached_tokens: int = 0  # cache reads (TokenUsage.cache_read_tokens)
-    reasoning_tokens: int = 0
-    cache_write_tokens: int = 0
-    audio_input_tokens: int = 0
-    audio_output_tokens: int = 0
-    image_input_tokens: int = 0
+    details: TokenUsage | None = None  # the provider's breakdown of those counts, when it sent one
     tool_calls: tuple[ToolCall, ...] = ()
     embeddings: tuple[tuple[float, ...], ...] | None = None
     rerank_results: tuple[RerankResult, ...] | None = None  # rerank: documents by relevance, best first
-    search_units: int = 0  # rerank: what the call is billed by (TokenUsage.search_units)
     streamed_chunks: int = 0  # deltas handed to the caller's sink (streaming only)
     ttft_ms: float = 0.0  # time to the first delta (streaming only)
     tokens_estimated: bool = False  # counted from the text with LiteLLM's tokenizer: the provider sent none
@@ -116,12 +110,16 @@ class ProviderResponse:
     choices: tuple[ReplyChoice, ...] = ()  # every choice when the provider returned several (n > 1)
     logprobs: Any = None  # the answer's token log probabilities (JSON data), when asked for and sent
 
+    def __post_init__(self) -> None:
+        if self.details is not None and (self.details.prompt_tokens, self.details.completion_tokens) != (
+                self.prompt_tokens, self.completion_tokens):
+            raise ValueError("ProviderResponse: details must break down the same prompt and completion counts")
+
     @property
     def usage(self) -> TokenUsage:
-        """The call's billed tokens by class (what `stages/cost.py` prices)."""
-        return TokenUsage(self.prompt_tokens, self.completion_tokens, self.cached_tokens, self.cache_write_tokens,
-                          self.reasoning_tokens, self.audio_input_tokens, self.audio_output_tokens,
-                          self.image_input_tokens, self.search_units)
+        """The call's billed tokens by class (what `stages/cost.py` prices); plain text when the
+        provider sent no breakdown."""
+        return self.details or TokenUsage(self.prompt_tokens, self.completion_tokens)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ at what the call would have cost.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ from pipeline.contracts.models import CompletionRequest, ReplyChoice, RerankResu
 from pipeline.stages.cache import Scope, cache_key, cacheable
 from pipeline.stages.call import CacheHit
 from pipeline.state.response_cache import ResponseCache
-from pipeline.transport.provider import ProviderResponse
+from pipeline.transport.provider import ProviderResponse, TokenUsage
 
 _FORMAT = 1
 
@@ -30,7 +31,8 @@ def encode_answer(response: ProviderResponse, tenant: str | None = None) -> byte
         "tool_calls": [c.model_dump(mode="json") for c in response.tool_calls],
         "embeddings": response.embeddings,
         "results": None if response.rerank_results is None else [r.model_dump() for r in response.rerank_results],
-        "search_units": response.search_units,  # what another tenant's hit is booked at (rerank)
+        # The breakdown by token class: another tenant's hit is booked at what the call cost.
+        "usage": dataclasses.asdict(response.details) if response.details is not None else None,
         "choices": [c.model_dump(mode="json") for c in response.choices], "logprobs": response.logprobs,
     })
 
@@ -48,7 +50,7 @@ def decode_answer(data: bytes) -> ProviderResponse | None:
             tool_calls=tuple(ToolCall.model_validate(c) for c in doc.get("tool_calls") or ()),
             embeddings=tuple(tuple(v) for v in embeddings) if embeddings is not None else None,
             rerank_results=tuple(RerankResult.model_validate(r) for r in results) if results is not None else None,
-            search_units=int(doc.get("search_units") or 0),
+            details=TokenUsage(**doc["usage"]) if doc.get("usage") else None,
             choices=tuple(ReplyChoice.model_validate(c) for c in doc.get("choices") or ()),
             logprobs=doc.get("logprobs"),
         )

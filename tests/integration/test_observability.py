@@ -48,10 +48,12 @@ async def test_metrics_move_when_requests_flow(settings, start_worker, sim) -> N
     after = await scrape(port)
     delta = lambda name, **labels: sample(after, name, **labels) - sample(before, name, **labels)  # noqa: E731
     assert delta("llm_requests_total", task_type="summarize", status="ok") == 3
-    assert delta("llm_attempts_total", model="sim-gpt-4o-mini", outcome="error", error_code="auth_error") == 1
+    assert delta("llm_attempts_total", model="sim-gpt-4o-mini", provider="openai", outcome="error",
+                 error_code="auth_error") == 1
     assert delta("llm_fallbacks_total", model="sim-claude-haiku") == 1
     assert delta("llm_tokens_total", tenant="metrics-co", kind="prompt") > 0
     assert delta("llm_cost_usd_total", tenant="metrics-co") > 0
+    assert delta("llm_cost_usd_total", model="sim-claude-haiku", provider="anthropic", tenant="metrics-co") > 0
     assert delta("llm_provider_latency_seconds_count", model="sim-gpt-4o-mini") == 3
     assert delta("llm_request_duration_seconds_count", task_type="summarize") == 3
     assert delta("llm_dead_letters_total", reason="invalid_json") == 1

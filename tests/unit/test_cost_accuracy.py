@@ -260,8 +260,10 @@ def test_a_broken_streams_partial_usage_keeps_its_details() -> None:
     spec = ModelSpec(name="g", litellm_model="openai/gpt-4o")
     assert usage_cost(spec, partial.usage) == pytest.approx(usd("gpt-4o", input=1024, cached_input=1024, output=30))
     assert PartialUsage(10, 5, estimated=True).usage == TokenUsage(10, 5)
-    response = ProviderResponse("hi", 2048, 30, cached_tokens=1024)
-    assert response.usage == details
+    assert ProviderResponse("hi", 2048, 30, details=details).usage == details
+    assert ProviderResponse("hi", 2048, 30).usage == TokenUsage(2048, 30)  # no breakdown: plain text
+    with pytest.raises(ValueError, match="same prompt and completion"):
+        ProviderResponse("hi", 2048, 31, details=details)
 
 
 def test_the_simulator_reports_details_in_each_wire_format() -> None:

@@ -74,13 +74,13 @@ def test_parse_orders_results_and_reads_search_units_and_tokens() -> None:
                           SPEC, documents=3, top_n=None)  # type: ignore[arg-type]
     assert parsed.rerank_results == (RerankResult(index=2, relevance_score=0.9),
                                      RerankResult(index=0, relevance_score=0.1))
-    assert (parsed.search_units, parsed.prompt_tokens, parsed.usage.search_units) == (3, 42, 3)
+    assert (parsed.prompt_tokens, parsed.usage.search_units) == (42, 3)
 
 
 def test_without_billed_units_cohere_rule_stands_in() -> None:
     parsed = parse_rerank(reply(results=[{"index": 0, "relevance_score": 1.0}]), SPEC, documents=250,
                           top_n=1)  # type: ignore[arg-type]
-    assert parsed.search_units == 3 == search_units(250)
+    assert parsed.usage.search_units == 3 == search_units(250)
     assert (search_units(1), search_units(100), search_units(101)) == (1, 1, 2)
 
 
@@ -165,6 +165,7 @@ def test_a_cached_rerank_answer_keeps_its_results_and_search_units() -> None:
     from pipeline.transport.provider import ProviderResponse
     from pipeline.worker.answer_cache import decode_answer, encode_answer
 
-    answer = ProviderResponse(content=None, prompt_tokens=7, completion_tokens=0, search_units=2,
+    answer = ProviderResponse(content=None, prompt_tokens=7, completion_tokens=0,
+                              details=TokenUsage(prompt_tokens=7, search_units=2),
                               rerank_results=(RerankResult(index=1, relevance_score=0.75),))
     assert decode_answer(encode_answer(answer, "acme")) == answer
