@@ -148,6 +148,8 @@ def _model(name: str, group: list[_Entry], mapping: RouterMapping, notes: Notes)
     if mapping.drop_params:
         body["drop_params"] = True
     body.update(_info(first, group, notes))
+    if "price" not in body:
+        _check_priced(group, deployments, notes)
     if "capabilities" not in body:
         body["capabilities"] = _known_capabilities([e.info.get("base_model") or d["litellm_model"]
                                                     for e, d in zip(group, deployments, strict=True)])
@@ -242,13 +244,30 @@ def _info(first: _Entry, group: list[_Entry], notes: Notes) -> dict[str, Any]:
 
 
 def _base_model_price(base_model: str, notes: Notes, where: str) -> dict[str, Any]:
+    """Every rate LiteLLM's map has for the base model (cache reads and writes, reasoning, audio,
+    ...), as LiteLLM prices a deployment name by its base model: not only input and output, which
+    would bill an Azure deployment's cached tokens at the full input rate."""
+    from pipeline.transport.model_info import litellm_rates  # local: litellm import is slow
+
+    rates = litellm_rates(base_model, tuple(PRICE_FIELDS))
+    if rates is None:
+        raise ConfigError(notes.file, f"{where}.base_model", f"LiteLLM has no price for {base_model!r}; "
+                          "name a model its price map knows (e.g. azure/gpt-4o), or set input_cost_per_token "
+                          "and output_cost_per_token")
+    return {"price": {PRICE_FIELDS[k]: round(v * 1e6, 9) for k, v in rates.items()}}
+
+
+def _check_priced(group: list[_Entry], deployments: list[dict[str, Any]], notes: Notes) -> None:
+    """Every call is priced: refuse, in LiteLLM's terms, a deployment name its map cannot price
+    (an Azure deployment is named by its owner, so LiteLLM needs its base_model too)."""
     from pipeline.transport.model_info import token_prices  # local: litellm import is slow
 
-    prices = token_prices(base_model)
-    if prices is None:
-        notes.warn(f"{where}.base_model", f"LiteLLM has no price for {base_model!r}")
-        return {}
-    return {"price": {"input_per_mtok": round(prices[0] * 1e6, 9), "output_per_mtok": round(prices[1] * 1e6, 9)}}
+    for entry, deployment in zip(group, deployments, strict=True):
+        if token_prices(deployment["litellm_model"]) is None:
+            raise ConfigError(notes.file, f"model_list[{entry.index}]",
+                              f"LiteLLM has no price for {deployment['litellm_model']!r}: set model_info.base_model "
+                              "(the model it serves, e.g. azure/gpt-4o) or input_cost_per_token and "
+                              "output_cost_per_token (0 for a free local model)")
 
 
 def _known_capabilities(litellm_models: list[Any]) -> list[str]:

@@ -85,6 +85,20 @@ def model_capabilities(litellm_model: str) -> frozenset[str] | None:
     return frozenset(found)
 
 
+@lru_cache(maxsize=512)
+def litellm_rates(litellm_model: str, keys: tuple[str, ...]) -> dict[str, float] | None:
+    """Those of LiteLLM's per-token rates (`input_cost_per_token`, `cache_read_input_token_cost`,
+    ...) its bundled map sets for a model; None when the map has no input and output price."""
+    import litellm
+
+    try:
+        info = litellm.get_model_info(litellm_model)
+    except Exception:  # LiteLLM raises several types for "not mapped"
+        return None
+    rates = {k: float(info[k]) for k in keys if info.get(k) is not None}  # type: ignore[literal-required]
+    return rates if {"input_cost_per_token", "output_cost_per_token"} <= rates.keys() else None
+
+
 def count_text_tokens(litellm_model: str, texts: list[str]) -> int:
     """Tokens of plain texts (embedding inputs, a stream's delivered text); by characters if the
     tokenizer cannot serve."""

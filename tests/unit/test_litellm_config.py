@@ -73,6 +73,7 @@ def test_entries_sharing_a_model_name_become_deployments_each_with_its_provider(
     assert (eu.key_source(), oai.key_source()) == ("env AZURE_API_KEY", "env OPENAI_API_KEY")
     # base_model prices and describes a deployment name LiteLLM does not know.
     assert gpt.price is not None and gpt.price.input_per_mtok == pytest.approx(2.5)
+    assert gpt.price.cache_read_per_mtok == pytest.approx(1.25)  # every rate of the base model, not only two
     assert {"tools", "json_mode", "vision"} <= gpt.capabilities
     claude = catalog.models["claude"]
     (only,) = claude.deployments
@@ -410,3 +411,19 @@ async def test_a_multi_provider_model_records_each_attempt_under_the_provider_th
     assert [(a.model, a.deployment, a.provider) for a in reply.attempts] == expected
     assert [(e.model, e.deployment, e.provider) for e in events] == expected
     assert reply.provider == "anthropic" and catalog.models["mixed"].provider == "openai"
+
+
+def test_a_base_model_litellm_cannot_price_is_refused_naming_it(tmp_path: Path) -> None:
+    config = {"model_list": [entry("gpt-4o", "azure/prod-gpt4o", api_base="https://x.openai.azure.com",
+                                   model_info={"base_model": "azure/no-such-model"})]}
+    with pytest.raises(ConfigError, match=r"model_list\[0\]\.model_info\.base_model: LiteLLM has no price for "
+                                          r"'azure/no-such-model'"):
+        load(tmp_path, config)
+
+
+def test_a_deployment_name_litellm_cannot_price_is_refused_in_litellm_terms(tmp_path: Path) -> None:
+    config = {"model_list": [entry("gpt-4o", "openai/gpt-4o"),
+                             entry("gpt-4o", "azure/prod-gpt4o", api_base="https://x.openai.azure.com")]}
+    with pytest.raises(ConfigError, match=r"model_list\[1\]: LiteLLM has no price for 'azure/prod-gpt4o': set "
+                                          r"model_info\.base_model"):
+        load(tmp_path, config)
