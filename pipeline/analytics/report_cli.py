@@ -9,8 +9,9 @@ from pathlib import Path
 from rich.console import Console
 
 from pipeline.analytics.filters import ANY_ROWS, RowFilter
+from pipeline.analytics.report_common import Table
 from pipeline.analytics.report_html import charts_for, write_html
-from pipeline.analytics.reports import DEFAULT_REPORT, REPORTS, ReportOptions, Table
+from pipeline.analytics.reports import DEFAULT_REPORT, REPORTS, ReportOptions
 from pipeline.analytics.tables import plain_value as _plain
 from pipeline.analytics.tables import print_table
 from pipeline.catalog import Catalog

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from pipeline.analytics.reports import Table
+from pipeline.analytics.report_common import Table
 
 
 def plain_value(value: Any) -> Any:

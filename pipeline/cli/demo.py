@@ -33,7 +33,7 @@ def _default_data_dir() -> Path:
 
 
 async def run_demo(console: Console, *, requests: int = 12, data_dir: Path | None = None) -> int:
-    from pipeline.analytics.reports import cost_by_model_task_tenant
+    from pipeline.analytics.cost_reports import cost_by_model_task_tenant
     from pipeline.analytics.tables import print_table
     from pipeline.catalog import load_catalog
     from pipeline.client import PipelineClient

@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.catalog.routing import CostPreference
-from pipeline.cli.main import CostPreferenceName, app
+from pipeline.cli.common import CostPreferenceName
+from pipeline.cli.main import app
 from pipeline.contracts.models import AttemptOutcome, UsageEvent
 from pipeline.transport.clickhouse import ClickHouseUsageStore, StoredUsage
 
@@ -68,7 +69,7 @@ def test_models_catalog_json_lists_every_model_with_its_deployments_and_prices(e
         "name": "cheap", "provider": "openai", "litellm_model": "openai/gpt-4o-mini", "disabled": False,
         "capabilities": ["json_mode"], "context_window": 4000, "quality": 2,
         "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6, "source": "litellm"},
-        "fallbacks": ["claude"],
+        "fallbacks": ["claude"], "context_window_fallbacks": [], "content_policy_fallbacks": [],
         "deployments": [{"name": "cheap", "id": "default", "provider": "openai", "litellm_model": "openai/gpt-4o-mini",
                          "api_base": "http://proxy-user:***@127.0.0.1:9/v1", "weight": 1.0, "rpm": None, "tpm": None,
                          "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6, "source": "litellm"}}],
