@@ -153,9 +153,7 @@ def _model(name: str, group: list[_Entry], mapping: RouterMapping, notes: Notes)
     if "capabilities" not in body:
         body["capabilities"] = _known_capabilities([e.info.get("base_model") or d["litellm_model"]
                                                     for e, d in zip(group, deployments, strict=True)])
-    fallbacks = mapping.fallbacks.get(name) or [f for f in mapping.default_fallbacks if f != name]
-    if fallbacks:
-        body["fallbacks"] = fallbacks
+    body.update(mapping.fallbacks_for(name))
     if resilience:
         body["resilience"] = resilience
     return body

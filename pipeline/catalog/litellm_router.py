@@ -1,9 +1,9 @@
 """A LiteLLM config's `router_settings` and `litellm_settings`, mapped onto our resilience settings.
 
 What maps becomes `defaults:` (every model's resilience), per-model `resilience:` and per-model
-`fallbacks`; what does not is reported by name (`Notes.warn`), or refused (`ConfigError`) where
-ignoring it would change how calls are made. Values are never quoted in a message: a setting may
-hold a password.
+`fallbacks`, `context_window_fallbacks` and `content_policy_fallbacks`; what does not is
+reported by name (`Notes.warn`), or refused (`ConfigError`) where ignoring it would change how
+calls are made. Values are never quoted in a message: a setting may hold a password.
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ _ELSEWHERE = {
     "retry_after": "backoff is per error class (resilience.retry base_delay_s/max_delay_s)",
     "default_litellm_params": "set litellm_params on each model",
 }
+#: The fallback lists LiteLLM tries only for their kind of failure (same-named catalog fields).
+_NARROW = ("context_window_fallbacks", "content_policy_fallbacks")
 #: Accepted without effect: the pipeline always behaves this way.
 _BUILT_IN = {"enable_pre_call_checks", "suppress_debug_info"}
 
@@ -92,6 +94,13 @@ class RouterMapping:
     fallbacks: dict[str, list[str]] = field(default_factory=dict)
     default_fallbacks: list[str] = field(default_factory=list)
     drop_params: bool = False
+    narrow: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # by key (_NARROW), then model
+
+    def fallbacks_for(self, model: str) -> dict[str, list[str]]:
+        """The catalog fallback fields of one model: its own lists (`fallbacks`: else the wildcard's), never itself."""
+        lists = {"fallbacks": self.fallbacks.get(model) or self.default_fallbacks}
+        lists.update({key: self.narrow.get(key, {}).get(model, []) for key in _NARROW})
+        return {key: [f for f in names if f != model] for key, names in lists.items() if names}
 
 
 def map_settings(router: dict[str, Any], litellm: dict[str, Any], model_names: list[str],
@@ -189,25 +198,26 @@ def _rule(error_class: str, retries: int) -> dict[str, Any]:
 
 
 def _fallbacks(where: str, key: str, value: Any, out: RouterMapping, names: list[str], notes: Notes) -> None:
-    """`[{"gpt-4o": ["claude"]}]` -> that model's fallbacks. Ours are tried after any failure that
-    falls back, so a context-window or content-policy list widens to those (said in a warning)."""
+    """`[{"gpt-4o": ["claude"]}]` -> that model's catalog field of the same name (`fallbacks`,
+    `context_window_fallbacks` or `content_policy_fallbacks`); `"*"` in `fallbacks`: every model
+    without its own (LiteLLM reads no wildcard in the other two, so neither do we: it is warned)."""
     if not isinstance(value, list):
         raise ConfigError(notes.file, where, "expected a list of {model_name: [fallback, ...]}")
+    per_model = out.fallbacks if key == "fallbacks" else out.narrow.setdefault(key, {})
     for i, entry in enumerate(value):
         if not isinstance(entry, dict):
             raise ConfigError(notes.file, f"{where}[{i}]", "expected {model_name: [fallback, ...]}")
         for model, targets in entry.items():
+            if model == "*" and key != "fallbacks":
+                notes.warn(f"{where}[{i}].*", "ignored: LiteLLM applies a wildcard only in fallbacks; name each model")
+                continue
             if model == "*":  # LiteLLM's wildcard: every model without its own
                 out.default_fallbacks = _names(notes.file, f"{where}[{i}].*", targets, names)
                 continue
             _known(notes.file, f"{where}[{i}]", str(model), names)
-            chain = out.fallbacks.setdefault(str(model), [])
+            chain = per_model.setdefault(str(model), [])
             chain.extend(t for t in _names(notes.file, f"{where}[{i}].{model}", targets, names)
                          if t not in chain and t != model)
-    if key != "fallbacks":
-        kind = "context-window" if key.startswith("context") else "content-policy"
-        notes.warn(where, f"mapped onto the models' fallbacks: they are tried after any failure that falls back, "
-                          f"not only a {kind} one (a context-window failure tries only larger-window models)")
 
 
 def _strategy(where: str, value: Any, notes: Notes) -> str:

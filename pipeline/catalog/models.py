@@ -15,6 +15,8 @@ from pipeline.catalog.yaml_loader import load_yaml_mapping
 
 #: The ways a catalog entry names its key (as written in models.yaml).
 _KEY_FIELDS = ("api_key_env", "api_key_file", "api_key")
+#: A model's fallback lists: the general one, then the two LiteLLM tries only for their kind of failure.
+FALLBACK_FIELDS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
 
 
 class Price(BaseModel):
@@ -78,6 +80,19 @@ class ModelSpec(BaseModel):
         description="Catalog models tried, in order, after this one when a request names it as its explicit "
                     "model and carries no fallbacks of its own (a request's fallbacks: [] means none). Every "
                     "name must be a catalog model other than this one.",
+    )
+    # Conditional fallbacks (LiteLLM's context_window_fallbacks / content_policy_fallbacks): tried
+    # after the general ones, and only when a failure of their kind happened earlier in the chain.
+    context_window_fallbacks: tuple[str, ...] = Field(
+        default=(), max_length=8,
+        description="Catalog models tried after this one (and its fallbacks) only when the prompt did not fit a "
+                    "model before them: skipped as context_too_long or answered context_window_exceeded. Each "
+                    "must still fit the prompt. Same rules as fallbacks.",
+    )
+    content_policy_fallbacks: tuple[str, ...] = Field(
+        default=(), max_length=8,
+        description="Catalog models tried after this one (and its fallbacks) only after a content-policy refusal "
+                    "(resilience.content_policy: return stops at the refusal instead). Same rules as fallbacks.",
     )
 
     @model_validator(mode="before")
@@ -193,15 +208,17 @@ def _check_query_price(file: Path | str, name: str, spec: ModelSpec) -> None:
 
 
 def _check_fallbacks(file: Path | str, models: dict[str, ModelSpec]) -> None:
-    """Every per-model fallback names another catalog model (checked once all models are parsed)."""
+    """Every per-model fallback list names other catalog models, each once (checked once all models are parsed)."""
     for name, spec in models.items():
-        if len(set(spec.fallbacks)) != len(spec.fallbacks):
-            raise ConfigError(file, f"models.{name}.fallbacks", "names a model more than once")
-        for i, fallback in enumerate(spec.fallbacks):
-            if fallback == name:
-                raise ConfigError(file, f"models.{name}.fallbacks[{i}]", "a model cannot be its own fallback")
-            if fallback not in models:
-                known = ", ".join(sorted(models))
-                raise ConfigError(
-                    file, f"models.{name}.fallbacks[{i}]", f"unknown model {fallback!r} (catalog has: {known})"
-                )
+        for key in FALLBACK_FIELDS:
+            targets: tuple[str, ...] = getattr(spec, key)
+            if len(set(targets)) != len(targets):
+                raise ConfigError(file, f"models.{name}.{key}", "names a model more than once")
+            for i, fallback in enumerate(targets):
+                if fallback == name:
+                    raise ConfigError(file, f"models.{name}.{key}[{i}]", "a model cannot be its own fallback")
+                if fallback not in models:
+                    known = ", ".join(sorted(models))
+                    raise ConfigError(
+                        file, f"models.{name}.{key}[{i}]", f"unknown model {fallback!r} (catalog has: {known})"
+                    )

@@ -43,6 +43,8 @@ def catalog_document(catalog: Catalog) -> dict[str, Any]:
          "disabled": spec.disabled, "capabilities": sorted(spec.capabilities),
          "context_window": spec.context_window, "quality": spec.quality,
          "price": _price(spec, spec.litellm_model), "fallbacks": list(spec.fallbacks),
+         "context_window_fallbacks": list(spec.context_window_fallbacks),
+         "content_policy_fallbacks": list(spec.content_policy_fallbacks),
          "deployments": [_deployment(spec, d) for d in spec.deployments]}
         for spec in catalog.models.values()
     ]}
@@ -63,8 +65,17 @@ def print_catalog(console: Console, catalog: Catalog, fmt: str) -> None:
             m["name"], ",".join(dict.fromkeys(d["provider"] for d in m["deployments"])),  # each deployment's
             ", ".join(d["name"] for d in m["deployments"]), ",".join(m["capabilities"]),
             str(m["context_window"] or "-"), f"{price['input_per_mtok']:g}", f"{price['output_per_mtok']:g}",
-            str(m["quality"]), ", ".join(m["fallbacks"]) or "-", "disabled" if m["disabled"] else "enabled")
+            str(m["quality"]), _fallbacks_cell(m), "disabled" if m["disabled"] else "enabled")
     console.print(table)
+
+
+def _fallbacks_cell(model: dict[str, Any]) -> str:
+    """The general fallbacks, then each conditional list labelled with the failure it answers."""
+    parts = [", ".join(model["fallbacks"])] if model["fallbacks"] else []
+    for key, label in (("context_window_fallbacks", "context window"), ("content_policy_fallbacks", "content policy")):
+        if model[key]:
+            parts.append(f"{label}: {', '.join(model[key])}")
+    return "; ".join(parts) or "-"
 
 
 def route_document(

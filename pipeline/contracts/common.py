@@ -69,6 +69,8 @@ class SkipReason(StrEnum):
     RATE_LIMIT_REACHED = "rate_limit_reached"
     BUDGET_EXCEEDED = "budget_exceeded"
     LARGER_CONTEXT_NEEDED = "larger_context_needed"
+    #: A context-window or content-policy fallback: no failure of its kind came before it.
+    FALLBACK_NOT_TRIGGERED = "fallback_not_triggered"
 
 
 class RequestKind(StrEnum):

@@ -19,19 +19,20 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 from pipeline.catalog import ModelSpec
 from pipeline.catalog.resilience import Deployment
 from pipeline.contracts.models import CompletionRequest, ErrorCode, SkipReason
 from pipeline.observability import tracing
+from pipeline.stages.attempts import AttemptResult, CallOutcome, PassedOver
 from pipeline.stages.budget import BudgetRefusal, Reservation
 from pipeline.stages.cost import usage_cost
 from pipeline.stages.deployments import DeploymentPool, Unavailable
 from pipeline.stages.retry import Action, decide
-from pipeline.stages.route import Candidate, RoutePlan, Skipped
+from pipeline.stages.route import CONTEXT_WINDOW_FAILURES, Candidate, Failure, RoutePlan, Skipped
 from pipeline.stages.structured import check_structured
-from pipeline.transport.provider import ProviderClient, ProviderError, ProviderResponse, StreamLimits, TokenUsage
+from pipeline.transport.provider import ProviderClient, ProviderError, ProviderResponse, StreamLimits
 
 
 class StreamSink(Protocol):
@@ -64,70 +65,6 @@ class AnswerCache(Protocol):
     async def put(self, model: str, request: CompletionRequest, response: ProviderResponse) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptResult:
-    """One provider call: what was called, how it went, what it cost."""
-
-    event_id: str
-    number: int
-    spec: ModelSpec
-    started_at: datetime
-    latency_ms: float
-    deployment: str = ""
-    response: ProviderResponse | None = None  # also set when the answer was refused (invalid JSON)
-    error: ProviderError | None = None
-    cost_usd: float = 0.0
-    parsed: Any = None  # response_format json: the validated answer
-    cache_hit: bool = False
-    shared_cache_hit: bool = False  # the cached answer came from another tenant's call (booked at its cost)
-    deployment_provider: str = ""  # the provider of the deployment called (a model's deployments may differ)
-
-    @property
-    def provider(self) -> str:
-        """Who served this attempt: its deployment's provider; a cache hit (no call) names the model's."""
-        return self.deployment_provider or self.spec.provider
-
-    @property
-    def ok(self) -> bool:
-        return self.response is not None and self.error is None
-
-    @property
-    def billed_usage(self) -> TokenUsage:
-        """What the provider bills for this call by token class (see `billed_tokens`)."""
-        if self.response is not None:
-            return self.response.usage
-        partial = self.error.partial if self.error is not None else None
-        return partial.usage if partial is not None else TokenUsage()
-
-    @property
-    def billed_tokens(self) -> tuple[int, int, bool]:
-        """(prompt, completion, estimated): what the provider bills for this call, an answer or a
-        stream that broke part way (its delivered tokens)."""
-        if self.response is not None:
-            return self.response.prompt_tokens, self.response.completion_tokens, self.response.tokens_estimated
-        partial = self.error.partial if self.error is not None else None
-        if partial is None:
-            return 0, 0, False
-        return partial.prompt_tokens, partial.completion_tokens, partial.estimated
-
-
-@dataclass(slots=True)
-class CallOutcome:
-    attempts: list[AttemptResult] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)  # passed over at call time
-    budget_refusal: BudgetRefusal | None = None
-    deadline_exceeded: bool = False
-    stopped: bool = False  # a request-level error ended the chain
-
-    @property
-    def answer(self) -> AttemptResult | None:
-        return self.attempts[-1] if self.attempts and self.attempts[-1].ok else None
-
-    @property
-    def budget_downgrade(self) -> bool:
-        return any(s.reason is SkipReason.BUDGET_EXCEEDED for s in self.skipped)
-
-
 @dataclass(slots=True)
 class CallContext:
     provider: ProviderClient
@@ -150,7 +87,7 @@ async def call_with_fallback(
     deadline passes; a cached answer ends it at no cost."""
     chain = _Chain(CallOutcome(), first_attempt)
     for candidate in plan.candidates:
-        if chain.needs_larger_context(candidate.spec):
+        if not chain.reached(candidate) or chain.needs_larger_context(candidate):
             continue
         hit = await _cached(request, candidate, chain.number, ctx)
         if hit is not None:
@@ -169,13 +106,30 @@ class _Chain:
     number: int  # the next attempt's number
     failed_context_window: int = 0  # after a context-window error only larger-context models may serve
 
-    def needs_larger_context(self, spec: ModelSpec) -> bool:
-        """Skip (and record) a model whose context window is no larger than one that already proved too small."""
+    def needs_larger_context(self, candidate: Candidate) -> bool:
+        """Skip (and record) a model whose context window is no larger than one that already proved too small.
+        A context-window fallback whose window is unknown is tried: it was configured for this failure."""
+        spec = candidate.spec
         if not self.failed_context_window or (spec.context_window or 0) > self.failed_context_window:
+            return False
+        if spec.context_window is None and candidate.only_after & CONTEXT_WINDOW_FAILURES:
             return False
         self.outcome.skipped.append(Skipped(spec.name, SkipReason.LARGER_CONTEXT_NEEDED,
                                             f"context window {spec.context_window} <= {self.failed_context_window}"))
         return True
+
+    def failures(self) -> frozenset[Failure]:
+        """Every failure so far in this round: the call-time skips and the attempts' error codes."""
+        return frozenset({*(s.reason for s in self.outcome.skipped),
+                          *(a.error.code for a in self.outcome.attempts if a.error is not None)})
+
+    def reached(self, candidate: Candidate) -> bool:
+        """A conditional fallback is tried only after a failure of its kind; else it is passed over (and recorded)."""
+        if candidate.triggered(self.failures()):
+            return True
+        kinds = ", ".join(sorted(candidate.only_after))
+        self.outcome.passed_over.append(PassedOver(candidate.spec.name, f"tried only after {kinds}"))
+        return False
 
     def fell_back(self, error: ProviderError, spec: ModelSpec) -> None:
         if error.code.value == "context_window_exceeded":

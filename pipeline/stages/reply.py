@@ -14,11 +14,12 @@ from pipeline.contracts.models import (
     ReplyStatus,
     RoutingInfo,
     SkippedCandidate,
+    SkipReason,
     Usage,
     UsageEvent,
 )
 from pipeline.stages.call import AttemptResult, CallOutcome
-from pipeline.stages.route import RoutePlan
+from pipeline.stages.route import RoutePlan, Skipped
 from pipeline.transport.provider import ProviderError, ProviderResponse
 
 
@@ -45,8 +46,15 @@ def _attempt(a: AttemptResult) -> Attempt:
     )
 
 
+def every_skip(plan: RoutePlan, outcome: CallOutcome) -> list[Skipped]:
+    """The candidates passed over: at routing, at call time, and the conditional fallbacks no
+    failure of their kind called."""
+    not_triggered = [Skipped(p.model, SkipReason.FALLBACK_NOT_TRIGGERED, p.detail) for p in outcome.passed_over]
+    return [*plan.skipped, *outcome.skipped, *not_triggered]
+
+
 def routing_info(plan: RoutePlan, outcome: CallOutcome) -> RoutingInfo:
-    skipped = [*plan.skipped, *outcome.skipped]
+    skipped = every_skip(plan, outcome)
     return RoutingInfo(
         skipped=[SkippedCandidate(model=s.model, reason=s.reason, detail=s.detail) for s in skipped],
         budget_downgrade=outcome.budget_downgrade,
@@ -150,7 +158,7 @@ def usage_events(
 
     `final`: this round's last attempt is the one whose result became the reply."""
     events = []
-    skipped = [f"{s.model}:{s.reason.value}" for s in (*plan.skipped, *outcome.skipped)]
+    skipped = [f"{s.model}:{s.reason.value}" for s in every_skip(plan, outcome)]
     requested = request.model or (plan.candidates[0].spec.name if plan.candidates else "")
     primary = outcome.attempts[0].spec.name if outcome.attempts else None
     for a in outcome.attempts:

@@ -9,7 +9,7 @@ at call time by reservation (stages/budget.py), since only a reservation is atom
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pipeline.catalog import Catalog, ModelSpec
 from pipeline.catalog.routing import CostPreference, Route
@@ -17,6 +17,17 @@ from pipeline.contracts.models import CompletionRequest, ErrorCode, FallbackSour
 from pipeline.stages.cost import per_token_prices, search_cost
 from pipeline.transport.model_info import count_message_tokens, count_text_tokens
 from pipeline.transport.provider import search_units
+
+#: A failure in the chain: an attempt's error code or a candidate's skip reason.
+Failure = ErrorCode | SkipReason
+#: The failures a context-window fallback answers: the prompt did not fit a model before it.
+CONTEXT_WINDOW_FAILURES: frozenset[Failure] = frozenset({
+    SkipReason.CONTEXT_TOO_LONG, SkipReason.LARGER_CONTEXT_NEEDED, ErrorCode.CONTEXT_WINDOW_EXCEEDED})
+#: The failures a content-policy fallback answers.
+CONTENT_POLICY_FAILURES: frozenset[Failure] = frozenset({ErrorCode.CONTENT_POLICY})
+#: The conditional fallback lists of a catalog model, with the failures that make each worth trying.
+CONDITIONAL_FALLBACKS: tuple[tuple[str, frozenset[Failure]], ...] = (
+    ("context_window_fallbacks", CONTEXT_WINDOW_FAILURES), ("content_policy_fallbacks", CONTENT_POLICY_FAILURES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +37,18 @@ class Candidate:
     completion_tokens: int  # what the estimate assumes: max_tokens, else the default, times the choices (n)
     estimated_cost_usd: float
     choices: int = 1  # n: each choice is a completion of its own (they share the context window, not the tokens)
+    # A conditional fallback (context_window_fallbacks, content_policy_fallbacks): tried only when one
+    # of these failures happened earlier in the chain; empty: always tried.
+    only_after: frozenset[Failure] = frozenset()
+    skipped_before: frozenset[SkipReason] = frozenset()  # route-time skip reasons of the chain entries before it
 
     @property
     def tokens_per_choice(self) -> int:
         return self.completion_tokens // self.choices
+
+    def triggered(self, failures: frozenset[Failure] | set[Failure]) -> bool:
+        """Whether this candidate may be tried after `failures` (a conditional one needs one of its kind)."""
+        return not self.only_after or bool(self.only_after & (set(failures) | self.skipped_before))
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +65,7 @@ class RoutePlan:
 
     `fallbacks`: the models appended after the explicit model or the route's candidates (eligible
     or not), from the request's own `fallbacks` ("request") or the explicit model's catalog
-    entry ("catalog")."""
+    entry ("catalog"): its `fallbacks`, then its conditional ones (`Candidate.only_after`)."""
 
     candidates: tuple[Candidate, ...]
     skipped: tuple[Skipped, ...] = ()
@@ -112,14 +131,17 @@ class _Chain:
     route: Route
     fallbacks: tuple[str, ...]
     source: FallbackSource | None
+    conditional: tuple[tuple[str, frozenset[Failure]], ...] = ()  # the explicit model's, after `fallbacks`
 
 
 def _chain(request: CompletionRequest, catalog: Catalog) -> _Chain | RouteRefusal:
     """An explicit `model` (with its catalog fallbacks) or the task's route, then the request's `fallbacks`.
 
-    The request's `fallbacks` replace the model's configured ones (`[]`: none). A fallback that is
-    already a route candidate keeps its place in the route and is not tried twice."""
+    The request's `fallbacks` replace the model's configured ones, the conditional lists too (`[]`:
+    none). A fallback that is already a route candidate (or an unconditional fallback) keeps that
+    place and is not tried twice; one in both conditional lists is tried after either failure."""
     configured: tuple[str, ...] = ()
+    spec: ModelSpec | None = None
     if request.model is not None:
         spec = catalog.models.get(request.model)
         if spec is None:
@@ -141,7 +163,21 @@ def _chain(request: CompletionRequest, catalog: Catalog) -> _Chain | RouteRefusa
             if name not in catalog.models:
                 return RouteRefusal(ErrorCode.UNKNOWN_MODEL, f"fallbacks[{i}]: model {name!r} is not in the catalog")
     fallbacks = tuple(name for name in names if name not in route.candidates)
-    return _Chain(route, fallbacks, source if fallbacks else None)
+    conditional = _conditional(spec, (*route.candidates, *fallbacks)) if request.fallbacks is None else ()
+    return _Chain(route, fallbacks, source if fallbacks or conditional else None, conditional)
+
+
+def _conditional(spec: ModelSpec | None, before: tuple[str, ...]) -> tuple[tuple[str, frozenset[Failure]], ...]:
+    """An explicit model's conditional fallbacks in order (context window, then content policy),
+    each with the failures it answers; a name in both lists answers both."""
+    if spec is None:
+        return ()
+    kinds: dict[str, frozenset[Failure]] = {}
+    for key, failures in CONDITIONAL_FALLBACKS:
+        for name in getattr(spec, key):
+            if name not in before:
+                kinds[name] = kinds.get(name, frozenset()) | failures
+    return tuple(kinds.items())
 
 
 def plan_route(
@@ -156,7 +192,9 @@ def plan_route(
 
     The route's candidates are ordered by its cost_preference (`cost_preference` overrides it:
     `pipeline route --cost-preference` previews another order); fallbacks follow in their own
-    order, under the same eligibility (capabilities, context window, cost ceiling)."""
+    order, under the same eligibility (capabilities, context window, cost ceiling); the explicit
+    model's conditional fallbacks come last, and the call stage tries each only after a failure
+    of its kind (one that nothing before it could lead to is left out)."""
     chain = _chain(request, catalog)
     if isinstance(chain, RouteRefusal):
         return chain
@@ -177,8 +215,17 @@ def plan_route(
         return found
 
     ordered = _order(eligible(route.candidates), cost_preference or route.cost_preference) + eligible(chain.fallbacks)
+    for name, failures in chain.conditional:
+        candidate = _eligible(catalog.models[name], request, needed, ceiling, cooling_down, default_completion_tokens)
+        if isinstance(candidate, Skipped):
+            skipped.append(candidate)
+            continue
+        conditional = replace(candidate, only_after=failures, skipped_before=frozenset(s.reason for s in skipped))
+        if ordered or conditional.triggered(frozenset()):  # else nothing before it could fail: it is unreachable
+            ordered.append(conditional)
     if ordered:
-        return RoutePlan(tuple(ordered), tuple(skipped), chain.fallbacks, chain.source)
+        names = (*chain.fallbacks, *(name for name, _ in chain.conditional))
+        return RoutePlan(tuple(ordered), tuple(skipped), names, chain.source)
     summary = "; ".join(f"{s.model}: {s.reason.value}" + (f" ({s.detail})" if s.detail else "") for s in skipped)
     if skipped and all(s.reason is SkipReason.OVER_COST_CEILING for s in skipped):
         return RouteRefusal(ErrorCode.BUDGET_EXCEEDED, f"request cost ceiling {ceiling} USD: {summary}", tuple(skipped))

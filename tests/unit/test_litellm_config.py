@@ -180,11 +180,26 @@ def test_default_and_wildcard_fallbacks_serve_models_without_their_own(tmp_path:
 
 
 @pytest.mark.parametrize("key", ["context_window_fallbacks", "content_policy_fallbacks"])
-def test_narrow_fallback_lists_map_with_a_warning_naming_them(tmp_path: Path, key: str) -> None:
-    catalog = load(tmp_path, proxy_config(router_settings={key: [{"claude": ["gpt-4o"]}]}))
-    assert catalog.models["claude"].fallbacks == ("gpt-4o",)
+def test_narrow_fallback_lists_map_onto_the_fields_of_their_kind_without_a_warning(tmp_path: Path, key: str) -> None:
+    catalog = load(tmp_path, proxy_config(router_settings={
+        "fallbacks": [{"claude": ["gpt-4o"]}], key: [{"claude": ["gpt-4o"]}, {"gpt-4o": ["claude"]}]}))
+    claude, other = catalog.models["claude"], ("content_policy_fallbacks" if key.startswith("context")
+                                               else "context_window_fallbacks")
+    assert claude.fallbacks == ("gpt-4o",) and getattr(claude, key) == ("gpt-4o",) and getattr(claude, other) == ()
+    assert catalog.models["gpt-4o"].fallbacks == () and getattr(catalog.models["gpt-4o"], key) == ("claude",)
+    assert catalog.warnings == ()
+
+
+def test_a_wildcard_in_a_narrow_fallback_list_is_warned_as_litellm_ignores_it(tmp_path: Path) -> None:
+    catalog = load(tmp_path, proxy_config(litellm_settings={"context_window_fallbacks": [{"*": ["claude"]}]}))
+    assert catalog.models["gpt-4o"].context_window_fallbacks == ()
     (warning,) = catalog.warnings
-    assert f"router_settings.{key}" in warning and "any failure" in warning
+    assert "litellm_settings.context_window_fallbacks[0].*" in warning and "only in fallbacks" in warning
+
+
+def test_narrow_fallback_lists_name_known_models(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"router_settings\.content_policy_fallbacks\[0\]\.claude.*'gpt-5'"):
+        load(tmp_path, proxy_config(router_settings={"content_policy_fallbacks": [{"claude": ["gpt-5"]}]}))
 
 
 def test_redis_and_unknown_settings_are_warned_by_name_never_by_value(tmp_path: Path) -> None:
@@ -346,7 +361,8 @@ def test_live_catalog_reloads_when_the_litellm_config_changes(tmp_path: Path) ->
 
 def test_convert_writes_files_that_load_into_the_same_catalog(tmp_path: Path) -> None:
     source = write(tmp_path / "litellm", proxy_config(
-        router_settings={"fallbacks": [{"gpt-4o": ["claude"]}], "num_retries": 1, "allowed_fails": 1,
+        router_settings={"fallbacks": [{"gpt-4o": ["claude"]}], "context_window_fallbacks": [{"claude": ["gpt-4o"]}],
+                         "content_policy_fallbacks": [{"gpt-4o": ["claude"]}], "num_retries": 1, "allowed_fails": 1,
                          "cooldown_time": 10, "routing_strategy": "latency-based-routing", "redis_host": "r"},
         litellm_settings={"drop_params": True})) / "config.yaml"
     written, warnings = convert_files(source, tmp_path / "ours")
@@ -354,6 +370,9 @@ def test_convert_writes_files_that_load_into_the_same_catalog(tmp_path: Path) ->
     assert any("redis_host" in w for w in warnings)
     text = (tmp_path / "ours" / "models.yaml").read_text()
     assert "os.environ/AZURE_API_KEY" in text and "{anthropic_key}" in text  # references kept as written
+    converted = yaml.safe_load(text)["models"]
+    assert converted["claude"]["context_window_fallbacks"] == ["gpt-4o"]
+    assert converted["gpt-4o"]["content_policy_fallbacks"] == ["claude"]
     theirs, ours = load_catalog(source.parent), load_catalog(tmp_path / "ours")
     assert ours.models == theirs.models and ours.routing == theirs.routing
     assert ours.warnings == ()
