@@ -317,3 +317,15 @@ async def _write() -> None:
 
 if __name__ == "__main__" and "--write" in sys.argv:
     asyncio.run(_write())
+
+
+def test_a_cached_answer_keeps_its_usage_details_so_a_shared_hit_costs_what_the_call_did() -> None:
+    from pipeline.worker.answer_cache import decode_answer, encode_answer
+
+    details = TokenUsage(prompt_tokens=2048, completion_tokens=30, cache_read_tokens=1024)
+    answer = decode_answer(encode_answer(ProviderResponse("hi", 2048, 30, details=details), "acme"))
+    assert answer is not None and answer.usage == details
+    spec = ModelSpec(name="g", litellm_model="openai/gpt-4o")
+    assert usage_cost(spec, answer.usage) == pytest.approx(usd("gpt-4o", input=1024, cached_input=1024, output=30))
+    plain = decode_answer(encode_answer(ProviderResponse("hi", 10, 5), "acme"))
+    assert plain is not None and plain.details is None and plain.usage == TokenUsage(10, 5)
