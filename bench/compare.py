@@ -264,6 +264,10 @@ class Bench:
                 self.stack.stop_proc(self.workers.pop())
             self._variant = variant
         env = {**self.pipeline_env, **(extra_env or {})}
+        if "PYTHONPATH" in (extra_env or {}):
+            # Another tree's `pipeline` (an A/B "before"): `python -m` would put the working directory,
+            # this repo, ahead of PYTHONPATH and run this tree's code under the variant's name.
+            env["PYTHONSAFEPATH"] = "1"
         while len(self.workers) < n:
             idx = len(self.workers)
             self.workers.append(self.stack.spawn(f"worker{idx}{variant}", [sys.executable, "-m", "pipeline.cli", "run",

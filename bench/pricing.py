@@ -1,8 +1,10 @@
-"""CPU per priced call: LiteLLM's cost calculator vs a catalog price vs the old flat formula.
+"""CPU per priced call: each pricing path of `stages/cost.py` and the old flat formula, in one run.
 
-Issue 18 prices every attempt from its usage details, through `litellm.cost_per_token` when the
-catalog sets no price. This prints what that costs per call, side by side in one run (the machine
-is noisy: compare the columns of one run, not runs):
+Issue 18 prices every attempt from its usage details. With no catalog price, a model whose
+LiteLLM map entry is one rate per token class is priced with those rates by our arithmetic, and
+only a model with tiers goes through `litellm.cost_per_token` (about 100 us a call, ~2-3% of a
+worker's CPU per request when every call took it). This prints each path side by side in one run
+(the machine is noisy: compare the rows of one run, not runs):
 
     .venv/bin/python bench/pricing.py [--calls 5000]
 """
@@ -23,6 +25,7 @@ def main() -> None:
 
     from pipeline.catalog.models import ModelSpec, Price
     from pipeline.stages.cost import per_token_prices, usage_cost
+    from pipeline.transport.model_info import litellm_cost
     from pipeline.transport.provider import TokenUsage
 
     mapped = ModelSpec(name="g", litellm_model="openai/gpt-4o-mini")
@@ -31,17 +34,18 @@ def main() -> None:
     usage = TokenUsage(1200, 300, cache_read_tokens=200)
     inp, out = per_token_prices(mapped)
     cases = {
-        "litellm cost_per_token (no catalog price)": lambda: usage_cost(mapped, usage),
+        "no catalog price: LiteLLM's rates, our arithmetic": lambda: usage_cost(mapped, usage),
+        "LiteLLM's calculator (models with tiers)": lambda: litellm_cost(mapped.litellm_model, usage),
         "catalog price, per token class": lambda: usage_cost(priced, usage),
         "old flat formula (prompt*in + completion*out)":
             lambda: usage.prompt_tokens * inp + usage.completion_tokens * out,
     }
     for fn in cases.values():
         fn()  # warm: imports, LiteLLM's map
-    print(f"{'pricing path':48} {'us/call':>9}")
+    print(f"{'pricing path':52} {'us/call':>9}")
     for name, fn in cases.items():
         seconds = min(timeit.repeat(fn, number=args.calls, repeat=3)) / args.calls
-        print(f"{name:48} {seconds * 1e6:9.2f}")
+        print(f"{name:52} {seconds * 1e6:9.2f}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import Any
 from pipeline.catalog.call_params import OWNED_PARAMS, check_params
 from pipeline.catalog.errors import ConfigError
 from pipeline.catalog.litellm_router import Notes, RouterMapping, map_settings
+from pipeline.catalog.models import LITELLM_RATE_FIELDS
 from pipeline.catalog.resilience import provider_of
 from pipeline.catalog.secrets import is_reference
 from pipeline.catalog.yaml_loader import read_yaml_mapping
@@ -28,16 +29,8 @@ from pipeline.catalog.yaml_loader import read_yaml_mapping
 LITELLM_FILE = "config.yaml"
 
 #: model_info per-token costs -> our Price fields (per million tokens).
-PRICE_FIELDS = {
-    "input_cost_per_token": "input_per_mtok",
-    "output_cost_per_token": "output_per_mtok",
-    "cache_read_input_token_cost": "cache_read_per_mtok",
-    "cache_creation_input_token_cost": "cache_write_per_mtok",
-    "output_cost_per_reasoning_token": "reasoning_per_mtok",
-    "input_cost_per_audio_token": "audio_input_per_mtok",
-    "output_cost_per_audio_token": "audio_output_per_mtok",
-    "input_cost_per_image_token": "image_input_per_mtok",
-}
+#: LiteLLM's rate names -> our Price fields (one table, beside Price).
+PRICE_FIELDS = LITELLM_RATE_FIELDS
 #: model_info flags -> our capabilities.
 CAPABILITY_FLAGS = {"supports_function_calling": "tools", "supports_response_schema": "json_mode",
                     "supports_vision": "vision"}
@@ -252,7 +245,7 @@ def _base_model_price(base_model: str, notes: Notes, where: str) -> dict[str, An
         raise ConfigError(notes.file, f"{where}.base_model", f"LiteLLM has no price for {base_model!r}; "
                           "name a model its price map knows (e.g. azure/gpt-4o), or set input_cost_per_token "
                           "and output_cost_per_token")
-    return {"price": {PRICE_FIELDS[k]: round(v * 1e6, 9) for k, v in rates.items()}}
+    return {"price": {"output_per_mtok": 0.0, **{PRICE_FIELDS[k]: round(v * 1e6, 9) for k, v in rates.items()}}}
 
 
 def _check_priced(group: list[_Entry], deployments: list[dict[str, Any]], notes: Notes) -> None:

@@ -42,6 +42,19 @@ class Price(BaseModel):
                                         "to 100 documents); unset: LiteLLM's input_cost_per_query.")
 
 
+#: LiteLLM's per-token rate names (model_info, its price map) -> the Price fields they set (x 1e6).
+LITELLM_RATE_FIELDS = {
+    "input_cost_per_token": "input_per_mtok",
+    "output_cost_per_token": "output_per_mtok",
+    "cache_read_input_token_cost": "cache_read_per_mtok",
+    "cache_creation_input_token_cost": "cache_write_per_mtok",
+    "output_cost_per_reasoning_token": "reasoning_per_mtok",
+    "input_cost_per_audio_token": "audio_input_per_mtok",
+    "output_cost_per_audio_token": "audio_output_per_mtok",
+    "input_cost_per_image_token": "image_input_per_mtok",
+}
+
+
 class ModelSpec(BaseModel):
     """One catalog entry. `name` is what requests and routes refer to."""
 

@@ -20,6 +20,10 @@ Which calculator, decided per model:
   `output_cost_per_reasoning_token`), audio and image tokens at their own rates, and it knows
   what a flat rate pair cannot (long-context tiers). A model LiteLLM cannot price costs 0 here:
   the catalog loader refuses such a model unless it sets a price.
+* When that map entry is one rate per token class (no tiers, no per-second or per-character
+  rates: most models), its rates are taken as a `Price` and priced here instead: the same result
+  (the accuracy tests check both paths) for ~1 us instead of ~100 us a call, which was 2-3% of a
+  worker's CPU per request (`bench/pricing.py`; the profile in docs/benchmarks.md).
 
 Route estimates (`per_token_prices`) stay plain input and output rates: before the call nothing
 is known about caching.
@@ -27,9 +31,10 @@ is known about caching.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from pipeline.transport.model_info import litellm_cost, query_price, token_prices
+from pipeline.transport.model_info import litellm_cost, litellm_rates, query_price, token_prices
 from pipeline.transport.provider import TokenUsage
 
 if TYPE_CHECKING:
@@ -74,7 +79,24 @@ def usage_cost(spec: ModelSpec, usage: TokenUsage, litellm_model: str | None = N
         return search_cost(spec, usage.search_units, litellm_model)
     if spec.price is not None:
         return price_cost(spec.price, usage)
-    return litellm_cost(litellm_model or spec.litellm_model, usage) or 0.0
+    model = litellm_model or spec.litellm_model
+    mapped = _map_price(model)
+    if mapped is not None:  # one rate per class in LiteLLM's map: the same arithmetic, ~100x cheaper
+        return price_cost(mapped, usage)
+    return litellm_cost(model, usage) or 0.0
+
+
+@lru_cache(maxsize=512)
+def _map_price(litellm_model: str) -> Price | None:
+    """LiteLLM's rates for a flat-priced model as a catalog Price (None: tiers or other units,
+    priced by LiteLLM's calculator)."""
+    from pipeline.catalog.models import LITELLM_RATE_FIELDS, Price
+
+    rates = litellm_rates(litellm_model, tuple(LITELLM_RATE_FIELDS), flat_only=True)
+    if rates is None:
+        return None
+    fields = {LITELLM_RATE_FIELDS[key]: value * 1e6 for key, value in rates.items()}
+    return Price(**{"output_per_mtok": 0.0, **fields})
 
 
 def call_cost(spec: ModelSpec, prompt_tokens: int, completion_tokens: int, litellm_model: str | None = None) -> float:

@@ -85,18 +85,33 @@ def model_capabilities(litellm_model: str) -> frozenset[str] | None:
     return frozenset(found)
 
 
+#: Rates for what the usage never says (batch API, service tiers, 1-hour cache writes, web search):
+#: standard rates apply, as LiteLLM's calculator applies them for such usage.
+_UNUSED_RATE_SUFFIXES = ("_batches", "_priority", "_flex", "_above_1hr")
+_UNUSED_RATES = frozenset({"search_context_cost_per_query", "input_cost_per_query"})
+
+
 @lru_cache(maxsize=512)
-def litellm_rates(litellm_model: str, keys: tuple[str, ...]) -> dict[str, float] | None:
+def litellm_rates(litellm_model: str, keys: tuple[str, ...], *, flat_only: bool = False) -> dict[str, float] | None:
     """Those of LiteLLM's per-token rates (`input_cost_per_token`, `cache_read_input_token_cost`,
-    ...) its bundled map sets for a model; None when the map has no input and output price."""
+    ...) its bundled map sets for a model; None when the map has no input price. `flat_only`: None
+    too when the map prices anything beyond `keys` (long-context tiers, per-second or per-character
+    rates...), which only LiteLLM's calculator (`litellm_cost`) gets right."""
     import litellm
 
     try:
         info = litellm.get_model_info(litellm_model)
     except Exception:  # LiteLLM raises several types for "not mapped"
         return None
-    rates = {k: float(info[k]) for k in keys if info.get(k) is not None}  # type: ignore[literal-required]
-    return rates if {"input_cost_per_token", "output_cost_per_token"} <= rates.keys() else None
+    rates: dict[str, float] = {}
+    for key, value in info.items():
+        if "cost" not in key or value in (None, 0) or key in _UNUSED_RATES or key.endswith(_UNUSED_RATE_SUFFIXES):
+            continue
+        if key in keys and isinstance(value, int | float):
+            rates[key] = float(value)
+        elif flat_only:
+            return None
+    return rates if "input_cost_per_token" in rates else None
 
 
 def count_text_tokens(litellm_model: str, texts: list[str]) -> int:

@@ -329,3 +329,33 @@ def test_a_cached_answer_keeps_its_usage_details_so_a_shared_hit_costs_what_the_
     assert usage_cost(spec, answer.usage) == pytest.approx(usd("gpt-4o", input=1024, cached_input=1024, output=30))
     plain = decode_answer(encode_answer(ProviderResponse("hi", 10, 5), "acme"))
     assert plain is not None and plain.details is None and plain.usage == TokenUsage(10, 5)
+
+
+@pytest.mark.parametrize("litellm_model", ["openai/gpt-4o", "openai/gpt-4o-mini", "openai/o3-mini",
+                                           "anthropic/claude-haiku-4-5", "anthropic/claude-sonnet-4-5",
+                                           "openai/text-embedding-3-small", "azure/gpt-4o"])
+def test_a_flat_priced_model_costs_what_litellms_calculator_says(litellm_model: str) -> None:
+    """The fast path (LiteLLM's rates, our arithmetic) is the calculator's answer, to the micro-cent."""
+    from pipeline.stages.cost import _map_price
+    from pipeline.transport.model_info import litellm_cost
+
+    assert _map_price(litellm_model) is not None
+    spec = ModelSpec(name="m", litellm_model=litellm_model)
+    for usage in (TokenUsage(1200, 300), TokenUsage(5000, 200, cache_read_tokens=4000),
+                  TokenUsage(3000, 150, cache_read_tokens=2000, cache_write_tokens=500),
+                  TokenUsage(1000, 800, cache_read_tokens=512, reasoning_tokens=600)):
+        assert usage_cost(spec, usage) == pytest.approx(litellm_cost(litellm_model, usage), rel=1e-9, abs=1e-12)
+
+
+def test_a_model_with_long_context_tiers_is_priced_by_litellms_calculator() -> None:
+    from pipeline.stages.cost import _map_price
+    from pipeline.transport.model_info import litellm_cost
+
+    model = "gemini/gemini-2.5-pro"  # its map entry has *_above_200k_tokens rates
+    assert _map_price(model) is None
+    spec = ModelSpec(name="g", litellm_model=model)
+    long, short = TokenUsage(250_000, 100), TokenUsage(1_000, 100)
+    assert usage_cost(spec, long) == litellm_cost(model, long)
+    # the tier applies: a long prompt costs more per token than a short one
+    assert usage_cost(spec, long) / 250_000 > usage_cost(spec, TokenUsage(1_000, 0)) / 1_000
+    assert usage_cost(spec, short) == litellm_cost(model, short)
