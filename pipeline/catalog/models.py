@@ -202,9 +202,22 @@ def parse_models(raw: dict[str, Any], file: Path | str) -> dict[str, ModelSpec]:
                 " (0 for free local models) so its cost can be accounted",
             )
         _check_query_price(file, name, spec)
-        models[name] = spec
+        models[name] = _with_known_window(spec)
     _check_fallbacks(file, models)
     return models
+
+
+def _with_known_window(spec: ModelSpec) -> ModelSpec:
+    """An entry without `context_window` gets LiteLLM's (its map's max input tokens; the smallest
+    of its deployments' when they differ), so routing checks the prompt fits; unknown stays None."""
+    if spec.context_window is not None:
+        return spec
+    from pipeline.transport.model_info import max_input_tokens  # local: litellm import is slow
+
+    windows = [max_input_tokens(d.litellm_model) for d in spec.deployments]
+    if not windows or None in windows:
+        return spec
+    return spec.model_copy(update={"context_window": min(w for w in windows if w is not None)})
 
 
 def _check_query_price(file: Path | str, name: str, spec: ModelSpec) -> None:

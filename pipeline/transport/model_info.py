@@ -70,6 +70,19 @@ _CAPABILITY_FLAGS = {"supports_function_calling": "tools", "supports_response_sc
 
 
 @lru_cache(maxsize=512)
+def max_input_tokens(litellm_model: str) -> int | None:
+    """The model's context window in LiteLLM's bundled map (max input tokens), None when unmapped."""
+    import litellm
+
+    try:
+        info = litellm.get_model_info(litellm_model)
+    except Exception:  # LiteLLM raises several types for "not mapped"
+        return None
+    found = info.get("max_input_tokens") or info.get("max_tokens")
+    return int(found) if isinstance(found, int | float) and found > 0 else None
+
+
+@lru_cache(maxsize=512)
 def model_capabilities(litellm_model: str) -> frozenset[str] | None:
     """Catalog capabilities LiteLLM's bundled map states for a model (None: unmapped), for a
     LiteLLM config whose entries do not say (the proxy sends tools to any model)."""

@@ -91,3 +91,27 @@ def test_missing_file_and_dir(tmp_path: Path) -> None:
     (tmp_path / "routing.yaml").write_text(ROUTING)
     with pytest.raises(ConfigError, match=r"models.yaml: <top level>: file not found"):
         load_catalog(tmp_path)
+
+
+def test_an_entry_without_context_window_gets_litellms_and_the_router_checks_it(tmp_path: Path) -> None:
+    from pipeline.contracts.models import CompletionRequest, SkipReason
+    from pipeline.stages.route import RoutePlan, plan_route
+
+    models = MODELS + """  set:
+    litellm_model: openai/gpt-4o-mini
+    context_window: 1000
+  mixed:
+    litellm_model: openai/gpt-4o
+    deployments: [{id: big}, {id: mini, litellm_model: openai/gpt-4o-mini}]
+"""
+    catalog = load_catalog(write(tmp_path, models, "routes:\n  long: {candidates: [a, set]}\n"))
+    assert catalog.models["a"].context_window == 128000  # LiteLLM's map: gpt-4o-mini
+    assert catalog.models["set"].context_window == 1000  # what the entry says wins
+    assert catalog.models["b"].context_window is None  # not in LiteLLM's map: no check, as before
+    assert catalog.models["mixed"].context_window == 128000  # the smallest of its deployments'
+    too_long = CompletionRequest(request_id="r", task_type="long", max_tokens=10,
+                                 messages=[{"role": "user", "content": "word " * 140_000}])
+    plan = plan_route(too_long, catalog)
+    assert not isinstance(plan, RoutePlan)  # refused before any call: neither model can take it
+    assert [(s.model, s.reason) for s in plan.skipped] == [
+        ("a", SkipReason.CONTEXT_TOO_LONG), ("set", SkipReason.CONTEXT_TOO_LONG)]
