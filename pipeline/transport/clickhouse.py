@@ -37,7 +37,39 @@ USAGE_COLUMNS = (
 )
 
 
+def sql_statements(script: str) -> list[str]:
+    """A migration file's statements: split on `;` outside string literals and `--` comments (a
+    `;` in a comment or a string must not cut a statement), comments dropped."""
+    statements, current, i = [], [], 0
+    quote: str | None = None
+    while i < len(script):
+        char = script[i]
+        if quote is not None:
+            current.append(char)
+            if char == "\\" and i + 1 < len(script):  # an escaped character inside a literal
+                current.append(script[i + 1])
+                i += 1
+            elif char == quote:
+                quote = None
+        elif char in "'\"`":
+            quote = char
+            current.append(char)
+        elif script.startswith("--", i):
+            end = script.find("\n", i)
+            i = len(script) if end < 0 else end
+            continue
+        elif char == ";":
+            statements.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        i += 1
+    statements.append("".join(current))
+    return [s.strip() for s in statements if s.strip()]
+
+
 @dataclass(frozen=True, slots=True)
+
 class StoredUsage:
     """A usage event with where it was read from (for exactly-once bookkeeping)."""
 
@@ -246,9 +278,8 @@ class ClickHouseUsageStore:
         for version, name, sql in migrations():
             if version in done:
                 continue
-            for statement in (s.strip() for s in sql.format(database=db).split(";")):
-                if statement and not all(line.strip().startswith("--") for line in statement.splitlines()):
-                    client.command(statement)
+            for statement in sql_statements(sql.format(database=db)):
+                client.command(statement)
             client.insert(f"{db}.schema_migrations", [[version, name]], column_names=["version", "name"])
             applied.append(name)
         if self._retention_days is not None:  # a setting, not a migration: it may change between starts
