@@ -72,6 +72,7 @@ def run(
     catalog = catalog_or_exit(settings)
 
     async def main() -> None:
+        from pipeline.state.redis_client import RedisAuthError
         from pipeline.transport.connect_errors import KafkaConnectError
 
         worker = create_worker(settings, catalog=catalog, with_requests=requests, with_sink=sink, reload_config=True)
@@ -79,6 +80,9 @@ def run(
             await worker.start()
         except KafkaConnectError as exc:  # the cause in words (credentials, certificate), never a password
             err.print(f"[red]cannot connect to Kafka:[/red] {exc}")
+            raise typer.Exit(1) from None
+        except RedisAuthError as exc:  # the URL masked, never a password
+            err.print(f"[red]Redis refused the credentials:[/red] {exc}")
             raise typer.Exit(1) from None
         try:
             failure = await _until_signalled(worker.until_failed())

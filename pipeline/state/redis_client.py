@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 
 def connect(
@@ -33,13 +36,37 @@ def connect_from_settings(settings: Any, *, max_connections: int = 100) -> Any:
                    ca_file=settings.redis_tls_ca_file)
 
 
+class RedisAuthError(ConnectionError):
+    """Redis refused the password (or wants one): a setting to fix, not an outage to wait out.
+    The message names the URL with its password masked, never a password."""
+
+
+def is_auth_failure(exc: BaseException) -> bool:
+    return "AuthenticationError" in type(exc).__name__ or any(s in str(exc) for s in ("WRONGPASS", "NOAUTH"))
+
+
+async def check_credentials(client: Any, settings: Settings, *, timeout_s: float = 5.0) -> None:
+    """PING once at start-up. A refused password raises RedisAuthError at once (without this the
+    worker would take it for an outage and wait on every partition); an unreachable Redis is
+    left to the intake, which waits it out like any outage."""
+    import asyncio
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.ping()
+    except Exception as exc:
+        if is_auth_failure(exc):
+            password = settings.redis_password.get_secret_value() if settings.redis_password else None
+            raise RedisAuthError(describe_redis_error(exc, settings.redis_url or "", password)) from None
+
+
 def describe_redis_error(exc: BaseException, url: str, password: str | None = None) -> str:
     """One line for an operator: the error, the URL with its password masked, never a password
     (redis-py's messages quote host and port only, but a URL may be echoed back)."""
     from pipeline.urls import mask_url, redact, split_credentials
 
     text = f"{type(exc).__name__}: {exc}"
-    if "AuthenticationError" in type(exc).__name__ or any(s in str(exc) for s in ("WRONGPASS", "NOAUTH")):
+    if is_auth_failure(exc):
         text += " (check the password in REDIS_URL or PIPELINE_REDIS_PASSWORD)"
     return f"{mask_url(url)}: " + redact(text, (password, split_credentials(url).password))
 

@@ -20,7 +20,7 @@ from pipeline.settings import Settings
 from pipeline.stages.budget import BudgetGuard
 from pipeline.stages.deployments import DeploymentPool
 from pipeline.state import SharedState, shared_state_from_settings
-from pipeline.state.redis_client import is_redis_outage
+from pipeline.state.redis_client import check_credentials, is_redis_outage
 from pipeline.transport.clickhouse import ClickHouseUsageStore, UsageStore
 from pipeline.transport.kafka import (
     BrokerPublisher,
@@ -81,6 +81,8 @@ class Worker:
                 "PIPELINE_TRACING is set but OpenTelemetry is not installed (pip install llm-pipeline[tracing])"
             )
         await self._prepare_clickhouse()
+        if self.state is not None and self.state.client is not None:
+            await check_credentials(self.state.client, self.settings)  # a wrong password stops here
         await self.publisher.start()
         if self.live_catalog is not None and self.settings.config_reload_interval_s > 0:
             self._watcher = asyncio.create_task(self.live_catalog.watch(self.settings.config_reload_interval_s))

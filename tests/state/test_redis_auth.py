@@ -91,3 +91,36 @@ def test_mask_url_keeps_everything_but_the_password() -> None:
     assert mask_url("redis://h:6379/0") == "redis://h:6379/0"
     assert mask_url("redis://user@h:6379/0") == "redis://user@h:6379/0"
     assert repr(Settings(redis_url=f"redis://:{pw}@h/0")).count(pw) == 0
+
+
+async def test_a_wrong_password_stops_the_worker_at_start_naming_the_setting_not_the_password(
+    settings, redis_auth,
+) -> None:
+    from pipeline.state.redis_client import RedisAuthError, check_credentials, connect_from_settings
+    from pipeline.worker.app import create_worker
+
+    wrong = f"wrong-{REDIS_TEST_PASSWORD}"
+    url = f"redis://:{quote(wrong)}@127.0.0.1:{redis_auth.port}/0"
+    client = connect_from_settings(_settings(redis_url=url))
+    try:
+        with pytest.raises(RedisAuthError) as refused:
+            await check_credentials(client, _settings(redis_url=url))
+    finally:
+        await client.aclose()
+    text = str(refused.value)
+    assert f"redis://:***@127.0.0.1:{redis_auth.port}/0" in text and "check the password" in text
+    assert wrong not in text and REDIS_TEST_PASSWORD not in text
+    worker = create_worker(settings.model_copy(update={"redis_url": url, "redis_namespace": "auth-start"}))
+    with pytest.raises(RedisAuthError):
+        await worker.start()  # before the intake starts: no partition is taken and left waiting
+
+
+async def test_an_unreachable_redis_at_start_is_left_to_the_intake_as_an_outage() -> None:
+    from pipeline.state.redis_client import check_credentials, connect_from_settings
+
+    settings = _settings(redis_url="redis://127.0.0.1:1/0")
+    client = connect_from_settings(settings)
+    try:
+        await check_credentials(client, settings, timeout_s=2)  # no error: the outage is waited out later
+    finally:
+        await client.aclose()
