@@ -39,6 +39,9 @@ def send(
     var: Annotated[list[str] | None, typer.Option("--var", help="Template variable NAME=VALUE (repeat).")] = None,
     stream: Annotated[bool, typer.Option(help="Print the answer as it streams, then the reply.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 60.0,
+    set_field: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any request field FIELD=VALUE (repeat), VALUE as JSON when it parses: top_p=0.9, seed=7, "
+                      "n=2, stop='[\"END\"]', kind=rerank, documents='[\"a\",\"b\"]'.")] = None,
 ) -> None:
     """Publish one request, wait for its reply, print it. Exit 1 on an error reply, 3 on timeout.
 
@@ -47,6 +50,7 @@ def send(
     Examples: pipeline send -t summarize -m "Summarise: Kafka is a log."
               pipeline send -t summarize -m "..." --model gpt-4o --fallback claude-haiku-4-5
               pipeline send -t summarize --template summarize-ticket --var ticket="Printer on fire" --stream
+              pipeline send -t chat -m "Name a colour" --set n=2 --set seed=7 --set top_p=0.9
     """
     from pydantic import ValidationError
 
@@ -72,6 +76,7 @@ def send(
              "request_id": request_id, "stream": stream or None,
              "fallbacks": fallbacks_flag(fallback, no_fallbacks)}
     doc.update({key: value for key, value in flags.items() if value is not None})  # flags win over the file
+    doc.update(_assignments(set_field or ()))
     doc.setdefault("task_type", "default")
     doc.setdefault("request_id", str(uuid.uuid4()))
     try:
@@ -103,6 +108,23 @@ def send(
         return 0 if reply.status == "ok" else 1
 
     raise typer.Exit(asyncio.run(main()))
+
+
+
+def _assignments(assignments: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`--set FIELD=VALUE` pairs; VALUE as JSON when it parses (numbers, lists, objects, true),
+    else the text itself. The request model names any field it does not know."""
+    fields: dict[str, Any] = {}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        if not sep or not name:
+            err.print(f"[red]--set {assignment!r}:[/red] expected FIELD=VALUE")
+            raise typer.Exit(2)
+        try:
+            fields[name] = json.loads(text)
+        except ValueError:
+            fields[name] = text
+    return fields
 
 
 def route(

@@ -41,14 +41,19 @@ async def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> tupl
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def test_send_round_trips_and_exits_by_status(settings, start_worker) -> None:
+async def test_send_round_trips_and_exits_by_status(settings, start_worker, sim) -> None:
     await start_worker()
     env = cli_env(settings)
     code, out, err = await run_cli("send", "-t", "summarize", "-m", "Summarise: logs are tables.",
-                                   "--tenant", "acme", "--request-id", "cli-1", env=env)
+                                   "--tenant", "acme", "--request-id", "cli-1", "--set", "seed=7",
+                                   "--set", "top_p=0.5", "--set", "n=2", "--set", 'stop=["END"]', env=env)
     assert code == 0, err
     reply = json.loads(out)
     assert reply["request_id"] == "cli-1" and reply["status"] == "ok" and reply["model"] == "sim-gpt-4o-mini"
+    assert len(reply["choices"]) == 2  # --set n=2, as JSON
+    (call,) = await sim.requests()
+    assert {k: call["params"][k] for k in ("seed", "top_p", "n", "stop")} == {
+        "seed": 7, "top_p": 0.5, "n": 2, "stop": ["END"]}
 
     code, out, err = await run_cli("send", "-m", "hi", "--model", "gpt-99", "--request-id", "cli-2", env=env)
     assert code == 1

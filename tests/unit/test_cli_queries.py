@@ -196,3 +196,16 @@ def test_docs_cli_examples_have_exactly_the_keys_printed(env: dict[str, str]) ->
     assert _shape(route_example) == _shape(route)
     refused = route_json(env, "--model", "cheap", "--no-fallbacks", "--tokens", "5000", expect=1)
     assert set(refused["refusal"]) == {"code", "detail"}
+
+
+def test_send_set_needs_field_equals_value_and_names_an_unknown_field() -> None:
+    """Both refusals come before any broker is reached (exit 2)."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli.main import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["send", "-m", "hi", "--set", "top_p"])
+    assert bad.exit_code == 2 and "expected FIELD=VALUE" in bad.output
+    unknown = runner.invoke(app, ["send", "-m", "hi", "--set", "tpo_p=0.9"])
+    assert unknown.exit_code == 2 and "tpo_p" in unknown.output and "Extra inputs are not permitted" in unknown.output
