@@ -31,7 +31,7 @@ from pipeline.stages.cost import usage_cost
 from pipeline.stages.deployments import DeploymentPool, Unavailable
 from pipeline.stages.retry import Action, decide
 from pipeline.stages.route import CONTEXT_WINDOW_FAILURES, Candidate, Failure, RoutePlan, Skipped
-from pipeline.stages.structured import check_structured
+from pipeline.stages.structured import check_answer
 from pipeline.transport.provider import ProviderClient, ProviderError, ProviderResponse, StreamLimits
 
 
@@ -231,7 +231,7 @@ async def _cached(
     if ctx.on_delta is not None and response.content:
         await ctx.on_delta(candidate.spec.name, response.content)  # a streamed request gets it as one chunk
         response = replace(response, streamed_chunks=1, ttft_ms=0.0)
-    check = check_structured(request.response_format, response.content)
+    check = check_answer(request.response_format, response)
     return AttemptResult(str(uuid.uuid4()), number, candidate.spec, datetime.now(UTC), 0.0, "", response,
                          cost_usd=cost, parsed=check.parsed, cache_hit=True, shared_cache_hit=hit.other_tenant)
 
@@ -263,8 +263,7 @@ async def _attempt(
                 response = await ctx.provider.complete(deployment, request, timeout_s=timeout_s, on_delta=sink,
                                                        stream_limits=limits)
                 cost = usage_cost(spec, response.usage, deployment.litellm_model)
-                # A tool call is the answer's alternative to content: nothing to validate as JSON.
-                check = check_structured(None if response.tool_calls else request.response_format, response.content)
+                check = check_answer(request.response_format, response)  # every choice, when n > 1
                 parsed = check.parsed
                 if not check.ok:  # paid for, but unusable: an error of its own class
                     error = ProviderError(ErrorCode.INVALID_STRUCTURED_OUTPUT, f"{spec.name}: {check.problem}",

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from pipeline.contracts.models import ResponseFormat
+from pipeline.transport.provider import ProviderResponse
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +60,18 @@ def check_structured(response_format: ResponseFormat | None, content: str | None
         return StructuredCheck(parsed, f"the answer does not match schema {response_format.json_schema.name!r}: "
                                        f"{where}: {first.message}{more}")
     return StructuredCheck(parsed)
+
+
+def check_answer(response_format: ResponseFormat | None, response: ProviderResponse) -> StructuredCheck:
+    """The answer against `response_format`, every choice of an `n` > 1 answer included (a
+    caller asking for several schema-valid answers must get only those): the first choice's
+    parsed value, or the first problem found, naming its choice. A choice that calls tools is
+    the answer's alternative to content: nothing to validate as JSON."""
+    first = check_structured(None if response.tool_calls else response_format, response.content)
+    if not first.ok:
+        return first
+    for choice in response.choices[1:]:
+        other = check_structured(None if choice.tool_calls else response_format, choice.content)
+        if not other.ok:
+            return StructuredCheck(first.parsed, f"choice {choice.index}: {other.problem}")
+    return first

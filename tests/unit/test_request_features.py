@@ -245,3 +245,26 @@ async def test_a_failed_chunk_publish_surfaces() -> None:
     await chunks("m", "a")
     with pytest.raises(ConnectionError):
         await chunks.close()
+
+
+async def test_with_n_choices_every_choice_must_match_the_schema() -> None:
+    from pipeline.contracts.models import ReplyChoice
+
+    def choices(*contents: str) -> tuple[ReplyChoice, ...]:
+        return tuple(ReplyChoice(index=i, content=c) for i, c in enumerate(contents))
+
+    good, bad = '{"sentiment": "positive"}', "{}"
+    req = json_request(task_type="classify", n=2)  # sim-llama, then sim-gpt-4o-mini
+    plan = plan_route(req, CATALOG)
+    assert isinstance(plan, RoutePlan)
+    provider = MockProvider.scripted({
+        "sim-llama": [answer(good, choices=choices(good, bad))] * 2,  # the second choice misses the schema
+        "sim-gpt-4o-mini": [answer(good, choices=choices(good, '{"sentiment": "negative"}'))]})
+    outcome = await call_with_fallback(req, plan, CallContext(provider, 5.0))
+    assert provider.called == ["sim-llama", "sim-llama", "sim-gpt-4o-mini"]
+    first_error = outcome.attempts[0].error
+    assert first_error is not None and first_error.code is ErrorCode.INVALID_STRUCTURED_OUTPUT
+    assert "choice 1: the answer does not match schema 's'" in first_error.message
+    reply = build_reply(req, plan, outcome, 1.0)
+    assert reply.status is ReplyStatus.OK and reply.parsed == {"sentiment": "positive"}
+    assert [c.content for c in reply.choices or ()] == [good, '{"sentiment": "negative"}']
