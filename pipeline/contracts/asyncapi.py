@@ -3,7 +3,8 @@
 The topics are declared on a `KafkaBroker` that is never connected: subscribers for what the
 worker (and its usage sink) consume, publishers for what it produces, each with the pydantic
 contract from `pipeline.contracts.models` as its payload. FastStream's own specification machinery
-(`faststream.specification.AsyncAPI`) turns that into the document. FastStream 0.7 cannot say
+(`faststream.specification.AsyncAPI`) turns that into the document; what each topic carries is
+in `asyncapi_channels.py`. FastStream 0.7 cannot say
 everything a producer needs (message headers, the Kafka key, where the correlation id lives,
 that requests get replies), so `_PipelineAsyncAPI` adds those AsyncAPI 3.0 fields to what it
 generates and re-validates the result with FastStream's AsyncAPI 3.0 model.
