@@ -16,12 +16,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pipeline.contracts.models import UsageEvent
 from pipeline.settings import Settings
+from pipeline.transport.clickhouse_ddl import migrations, sql_statements
 from pipeline.transport.embedded_engine import capture_native_stderr, held_by_another_process, pass_on
 from pipeline.urls import mask_url, redact, split_credentials
 
@@ -36,36 +36,6 @@ USAGE_COLUMNS = (
     "cache_write_tokens", "audio_input_tokens", "audio_output_tokens", "image_input_tokens",
 )
 
-
-def sql_statements(script: str) -> list[str]:
-    """A migration file's statements: split on `;` outside string literals and `--` comments (a
-    `;` in a comment or a string must not cut a statement), comments dropped."""
-    statements, current, i = [], [], 0
-    quote: str | None = None
-    while i < len(script):
-        char = script[i]
-        if quote is not None:
-            current.append(char)
-            if char == "\\" and i + 1 < len(script):  # an escaped character inside a literal
-                current.append(script[i + 1])
-                i += 1
-            elif char == quote:
-                quote = None
-        elif char in "'\"`":
-            quote = char
-            current.append(char)
-        elif script.startswith("--", i):
-            end = script.find("\n", i)
-            i = len(script) if end < 0 else end
-            continue
-        elif char == ";":
-            statements.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-        i += 1
-    statements.append("".join(current))
-    return [s.strip() for s in statements if s.strip()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,15 +101,6 @@ def _row(item: StoredUsage) -> list[Any]:
         e.cache_write_tokens, e.audio_input_tokens, e.audio_output_tokens, e.image_input_tokens,
     ]
 
-
-def migrations() -> list[tuple[int, str, str]]:
-    """(version, name, sql) for every packaged migration, in order."""
-    out = []
-    for entry in resources.files("pipeline.transport.clickhouse_migrations").iterdir():
-        if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            out.append((version, entry.name, entry.read_text(encoding="utf-8")))
-    return sorted(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.transport.clickhouse import migrations, sql_statements
+from pipeline.transport.clickhouse_ddl import migrations, sql_statements
 
 
 def test_a_semicolon_in_a_comment_or_a_literal_does_not_cut_a_statement() -> None:
