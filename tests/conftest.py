@@ -50,6 +50,16 @@ def kafka_bootstrap() -> Iterator[str]:
         broker.stop()
 
 
+@pytest.fixture
+async def litellm_provider() -> AsyncIterator[object]:
+    """`LiteLLMProvider`, LiteLLM's real provider code (for calls to the simulator); its clients closed after."""
+    from pipeline.transport.llm import LiteLLMProvider
+
+    provider = LiteLLMProvider()
+    yield provider
+    await provider.aclose()
+
+
 @pytest.fixture(scope="session")
 async def simulator() -> AsyncIterator[object]:
     """The provider simulator; config/models.yaml's sim-* entries point at it."""

@@ -15,7 +15,6 @@ from pipeline.simulator import SimulatorClient
 from pipeline.stages.call import CallContext, call_with_fallback
 from pipeline.stages.reply import build_reply, usage_events
 from pipeline.stages.route import RoutePlan, plan_route
-from pipeline.transport.llm import LiteLLMProvider
 
 CREDENTIAL = "az-SECRET-token-value-42"
 
@@ -40,30 +39,23 @@ def catalog(simulator: Any, tmp_path: Path) -> Catalog:
     return load_catalog(tmp_path)
 
 
-@pytest.fixture
-async def provider() -> Any:
-    provider = LiteLLMProvider()
-    yield provider
-    await provider.aclose()
-
-
 def request(model: str) -> CompletionRequest:
     return CompletionRequest.model_validate({"request_id": f"params-{model}", "task_type": "chat", "model": model,
                                              "cache": False, "messages": [{"role": "user", "content": "hello"}]})
 
 
-async def call(catalog: Catalog, provider: Any, model: str) -> tuple[Any, Any]:
+async def call(catalog: Catalog, litellm_provider: Any, model: str) -> tuple[Any, Any]:
     req = request(model)
     plan = plan_route(req, catalog)
     assert isinstance(plan, RoutePlan)
-    outcome = await call_with_fallback(req, plan, CallContext(provider, 10))
+    outcome = await call_with_fallback(req, plan, CallContext(litellm_provider, 10))
     return build_reply(req, plan, outcome, 1.0), usage_events(req, plan, outcome)
 
 
 async def test_custom_llm_provider_calls_an_unprefixed_model_over_the_openai_wire(
-    catalog: Catalog, sim: SimulatorClient, provider: Any,
+    catalog: Catalog, sim: SimulatorClient, litellm_provider: Any,
 ) -> None:
-    reply, (event,) = await call(catalog, provider, "house")
+    reply, (event,) = await call(catalog, litellm_provider, "house")
     assert reply.status is ReplyStatus.OK, reply.error
     (entry,) = await sim.requests()
     assert (entry["api"], entry["path"], entry["model"]) == ("openai", "/v1/chat/completions", "house-model")
@@ -71,10 +63,10 @@ async def test_custom_llm_provider_calls_an_unprefixed_model_over_the_openai_wir
 
 
 async def test_azure_api_version_and_key_go_through_to_the_azure_wire(
-    catalog: Catalog, sim: SimulatorClient, provider: Any, monkeypatch: pytest.MonkeyPatch,
+    catalog: Catalog, sim: SimulatorClient, litellm_provider: Any, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("H1_AZURE_KEY", "az-key-1")
-    reply, (event,) = await call(catalog, provider, "eu-gpt")
+    reply, (event,) = await call(catalog, litellm_provider, "eu-gpt")
     assert reply.status is ReplyStatus.OK, reply.error
     (entry,) = await sim.requests()
     assert (entry["api"], entry["deployment"], entry["api_version"]) == ("azure", "eu-gpt4o-deployment", "2024-10-21")
@@ -83,15 +75,15 @@ async def test_azure_api_version_and_key_go_through_to_the_azure_wire(
 
 
 async def test_a_credential_parameter_is_resolved_at_call_time_and_never_shown(
-    catalog: Catalog, sim: SimulatorClient, provider: Any, monkeypatch: pytest.MonkeyPatch,
+    catalog: Catalog, sim: SimulatorClient, litellm_provider: Any, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("H1_AZURE_AD_TOKEN", raising=False)
-    reply, _ = await call(catalog, provider, "eu-gpt-entra")
+    reply, _ = await call(catalog, litellm_provider, "eu-gpt-entra")
     assert reply.status is ReplyStatus.ERROR and reply.error is not None
     assert reply.error.code is ErrorCode.AUTH_ERROR and "H1_AZURE_AD_TOKEN" in reply.error.message
     assert await sim.requests() == []  # nothing was sent without it
     monkeypatch.setenv("H1_AZURE_AD_TOKEN", CREDENTIAL)
-    reply, _ = await call(catalog, provider, "eu-gpt-entra")
+    reply, _ = await call(catalog, litellm_provider, "eu-gpt-entra")
     assert reply.status is ReplyStatus.OK, reply.error
     (entry,) = await sim.requests()
     assert entry["key_header"] == "authorization"  # the Entra ID token went as a bearer token

@@ -17,7 +17,6 @@ from pipeline.stages.call import CallContext, call_with_fallback
 from pipeline.stages.cost import call_cost
 from pipeline.stages.reply import build_reply
 from pipeline.stages.route import RoutePlan, plan_route
-from pipeline.transport.llm import LiteLLMProvider
 from pipeline.transport.provider import ProviderError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,13 +27,6 @@ COMPLETION_TOKENS = 12
 async def catalog(simulator: Any, sim: SimulatorClient) -> Catalog:
     await sim.configure(completion_tokens=COMPLETION_TOKENS, latency_ms=0)
     return load_catalog(REPO / "config")  # after the session simulator set PIPELINE_SIMULATOR_URL
-
-
-@pytest.fixture
-async def provider() -> Any:
-    provider = LiteLLMProvider()
-    yield provider
-    await provider.aclose()
 
 
 def request(**kw: Any) -> CompletionRequest:
@@ -49,14 +41,14 @@ async def received(simulator: Any) -> int:
 
 
 async def test_openai_wire_gets_every_parameter_and_n_choices_priced_for_all(
-    catalog: Catalog, sim: SimulatorClient, provider: Any,
+    catalog: Catalog, sim: SimulatorClient, litellm_provider: Any,
 ) -> None:
     req = request(model="sim-gpt-4o-mini", top_p=0.8, stop=["END"], seed=7, presence_penalty=0.5,
                   frequency_penalty=-0.5, logit_bias={"50256": -100}, logprobs=True, top_logprobs=2,
                   user="end-user-1", service_tier="flex", n=2, extra_body={"guided_regex": "[a-z]+"})
     plan = plan_route(req, catalog)
     assert isinstance(plan, RoutePlan)
-    outcome = await call_with_fallback(req, plan, CallContext(provider, 5))
+    outcome = await call_with_fallback(req, plan, CallContext(litellm_provider, 5))
     reply = build_reply(req, plan, outcome, 1.0)
     (entry,) = await sim.requests()
     assert entry["params"] == {"top_p": 0.8, "stop": ["END"], "seed": 7, "presence_penalty": 0.5,
@@ -77,9 +69,11 @@ async def test_openai_wire_gets_every_parameter_and_n_choices_priced_for_all(
     assert reply.choices[1].logprobs["content"][0]["token"] == "sim"
 
 
-async def test_anthropic_wire_gets_the_parameters_it_has(catalog: Catalog, sim: SimulatorClient, provider: Any) -> None:
+async def test_anthropic_wire_gets_the_parameters_it_has(
+    catalog: Catalog, sim: SimulatorClient, litellm_provider: Any,
+) -> None:
     deployment = catalog.models["sim-claude-haiku"].deployments[0]
-    response = await provider.complete(
+    response = await litellm_provider.complete(
         deployment, request(top_p=0.5, stop="STOP", user="end-user-2", extra_body={"top_k": 20}), timeout_s=5)
     (entry,) = await sim.requests()
     assert entry["api"] == "anthropic"
@@ -89,15 +83,15 @@ async def test_anthropic_wire_gets_the_parameters_it_has(catalog: Catalog, sim: 
     assert response.completion_tokens == COMPLETION_TOKENS and response.choices == ()
 
 
-async def test_ollama_wire_gets_them_as_options(catalog: Catalog, sim: SimulatorClient, provider: Any) -> None:
+async def test_ollama_wire_gets_them_as_options(catalog: Catalog, sim: SimulatorClient, litellm_provider: Any) -> None:
     deployment = catalog.models["sim-llama"].deployments[0]
-    await provider.complete(deployment, request(top_p=0.25, seed=3, stop=["x", "y"]), timeout_s=5)
+    await litellm_provider.complete(deployment, request(top_p=0.25, seed=3, stop=["x", "y"]), timeout_s=5)
     (entry,) = await sim.requests()
     assert {k: entry["params"][k] for k in ("top_p", "seed", "stop")} == {"top_p": 0.25, "seed": 3, "stop": ["x", "y"]}
 
 
 async def test_an_unsupported_parameter_is_one_bad_request_attempt_unless_the_model_drops_it(
-    catalog: Catalog, simulator: Any, sim: SimulatorClient, provider: Any,
+    catalog: Catalog, simulator: Any, sim: SimulatorClient, litellm_provider: Any,
 ) -> None:
     """Anthropic has no `seed`: without drop_params LiteLLM refuses before sending, and the chain
     stops at once with bad_request (no retry, no fallback); with it the seed is left out."""
@@ -105,7 +99,7 @@ async def test_an_unsupported_parameter_is_one_bad_request_attempt_unless_the_mo
     plan = plan_route(req, catalog)
     assert isinstance(plan, RoutePlan)
     before = await received(simulator)
-    outcome = await call_with_fallback(req, plan, CallContext(provider, 5))
+    outcome = await call_with_fallback(req, plan, CallContext(litellm_provider, 5))
     reply = build_reply(req, plan, outcome, 1.0)
     assert reply.status is ReplyStatus.ERROR and reply.error is not None
     assert reply.error.code is ErrorCode.BAD_REQUEST and len(reply.attempts) == 1
@@ -113,17 +107,17 @@ async def test_an_unsupported_parameter_is_one_bad_request_attempt_unless_the_mo
     assert await received(simulator) == before  # nothing was sent
 
     dropping = catalog.models["sim-claude-haiku"].deployments[0].model_copy(update={"drop_params": True})
-    response = await provider.complete(dropping, req, timeout_s=5)
+    response = await litellm_provider.complete(dropping, req, timeout_s=5)
     assert response.content
     (entry,) = await sim.requests()
     assert "seed" not in entry["body_keys"] and "presence_penalty" not in entry["body_keys"]
 
 
 async def test_reasoning_effort_on_a_model_without_reasoning_is_a_bad_request(
-    catalog: Catalog, sim: SimulatorClient, provider: Any,
+    catalog: Catalog, sim: SimulatorClient, litellm_provider: Any,
 ) -> None:
     deployment = catalog.models["sim-gpt-4o-mini"].deployments[0]
     with pytest.raises(ProviderError) as info:
-        await provider.complete(deployment, request(reasoning_effort="low"), timeout_s=5)
+        await litellm_provider.complete(deployment, request(reasoning_effort="low"), timeout_s=5)
     assert info.value.code is ErrorCode.BAD_REQUEST and "reasoning_effort" in info.value.message
     assert await sim.requests() == []

@@ -18,7 +18,7 @@ from pipeline.simulator import FaultRule, SimulatorClient
 from pipeline.stages.call import CallContext, call_with_fallback
 from pipeline.stages.reply import build_reply, usage_events
 from pipeline.stages.route import RoutePlan, plan_route
-from pipeline.transport.llm import LiteLLMProvider, classify
+from pipeline.transport.llm import classify
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "co-sim-SECRET-rerank-key"
@@ -83,13 +83,6 @@ async def catalog(simulator: Any, sim: SimulatorClient) -> Catalog:
     return load_catalog(REPO / "config")  # after the session simulator set PIPELINE_SIMULATOR_URL
 
 
-@pytest.fixture
-async def provider() -> Any:
-    provider = LiteLLMProvider()
-    yield provider
-    await provider.aclose()
-
-
 def rerank_request(**kw: Any) -> CompletionRequest:
     return CompletionRequest.model_validate({
         "request_id": "rerank-1", "task_type": "rerank", "kind": "rerank", "cache": False,
@@ -97,7 +90,7 @@ def rerank_request(**kw: Any) -> CompletionRequest:
 
 
 async def test_a_rerank_falls_back_and_both_attempts_are_priced_per_search_unit(
-    catalog: Catalog, sim: SimulatorClient, provider: Any,
+    catalog: Catalog, sim: SimulatorClient, litellm_provider: Any,
 ) -> None:
     await sim.set_rules([FaultRule(api="cohere", model="rerank-v3.5", fault="auth")])  # the first model fails
     req = rerank_request(top_n=2)
@@ -105,7 +98,7 @@ async def test_a_rerank_falls_back_and_both_attempts_are_priced_per_search_unit(
     assert isinstance(plan, RoutePlan)
     assert [c.spec.name for c in plan.candidates] == ["sim-rerank", "sim-rerank-fast"]
     assert plan.candidates[0].estimated_cost_usd == pytest.approx(0.002)  # one search unit, LiteLLM's price
-    outcome = await call_with_fallback(req, plan, CallContext(provider, 5))
+    outcome = await call_with_fallback(req, plan, CallContext(litellm_provider, 5))
     reply = build_reply(req, plan, outcome, 1.0)
     assert reply.status is ReplyStatus.OK and reply.model == "sim-rerank-fast"
     assert [(r.index, r.relevance_score) for r in reply.results or ()] == [(1, 1.0), (2, 0.5)]
@@ -125,11 +118,13 @@ async def test_rerank_routes_only_to_rerank_models(catalog: Catalog) -> None:
     assert plan.code is ErrorCode.NO_ELIGIBLE_MODEL
 
 
-async def test_many_documents_cost_more_search_units(catalog: Catalog, sim: SimulatorClient, provider: Any) -> None:
+async def test_many_documents_cost_more_search_units(
+    catalog: Catalog, sim: SimulatorClient, litellm_provider: Any,
+) -> None:
     req = rerank_request(documents=[f"document {i}" for i in range(150)], model="sim-rerank")
     plan = plan_route(req, catalog)
     assert isinstance(plan, RoutePlan)
     assert plan.candidates[0].estimated_cost_usd == pytest.approx(0.004)  # 150 documents: 2 search units
-    outcome = await call_with_fallback(req, plan, CallContext(provider, 5))
+    outcome = await call_with_fallback(req, plan, CallContext(litellm_provider, 5))
     reply = build_reply(req, plan, outcome, 1.0)
     assert reply.cost_usd == pytest.approx(0.004) and len(reply.results or ()) == 150

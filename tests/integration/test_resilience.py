@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from pipeline.catalog import load_catalog
 from pipeline.client import PipelineClient
 from pipeline.contracts.models import CompletionRequest, ErrorCode, SkipReason
+from tests.catalogs import catalog_from
 
 pytestmark = pytest.mark.kafka
 
 SIM = "${PIPELINE_SIMULATOR_URL}"
-
-
-def catalog_from(tmp_path: Path, models: str, routing: str):
-    d = tmp_path / "cfg"
-    d.mkdir(exist_ok=True)
-    (d / "models.yaml").write_text(models)
-    (d / "routing.yaml").write_text(routing)
-    return load_catalog(d)
 
 
 TWO_MODELS = f"""

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.catalog import Catalog, ConfigError, load_catalog
+from pipeline.catalog import Catalog, ConfigError
 from pipeline.contracts.models import CompletionRequest, ErrorCode, ReplyStatus, SkipReason
 from pipeline.stages.call import CallContext, CallOutcome, call_with_fallback
 from pipeline.stages.reply import build_reply, usage_events
@@ -16,6 +16,7 @@ from pipeline.stages.route import (
     plan_route,
 )
 from pipeline.transport.provider import MockProvider, ProviderError, ProviderResponse
+from tests.catalogs import catalog_from
 
 NO_RETRY = "resilience: {retry: {server_error: {retries: 0}, connection_error: {retries: 0}}}"
 MODELS = f"""
@@ -36,15 +37,9 @@ ROUTING = "routes:\n  chat: {candidates: [small]}\n"
 LONG = "lorem ipsum dolor sit amet " * 300  # ~1,500 tokens: over small's 1,000, far under big's
 
 
-def write_config(d: Path, models: str = MODELS) -> Path:
-    (d / "models.yaml").write_text(models)
-    (d / "routing.yaml").write_text(ROUTING)
-    return d
-
-
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
-    return load_catalog(write_config(tmp_path_factory.mktemp("cfg")))
+    return catalog_from(tmp_path_factory.mktemp("cfg"), MODELS, ROUTING)
 
 
 def req(content: str = "hello", **kw: object) -> CompletionRequest:
@@ -176,7 +171,7 @@ def test_a_context_window_fallback_must_still_fit_the_prompt(catalog: Catalog) -
 def test_a_conditional_fallback_nothing_can_lead_to_is_left_out(tmp_path: Path) -> None:
     models = MODELS.replace("strict:  {litellm_model: openai/gpt-4o-mini,",
                             "strict:  {litellm_model: openai/gpt-4o-mini, disabled: true,")
-    refusal = plan_route(req(model="strict"), load_catalog(write_config(tmp_path, models)))
+    refusal = plan_route(req(model="strict"), catalog_from(tmp_path, models, ROUTING))
     assert isinstance(refusal, RouteRefusal) and refusal.code is ErrorCode.NO_ELIGIBLE_MODEL
     assert refusal.detail == "no eligible model: strict: disabled"
 
@@ -192,7 +187,7 @@ def test_conditional_fallbacks_are_validated_at_load_naming_the_entry(
     models = MODELS.replace(f"{key}: [{'big' if key.startswith('context') else 'lenient'}]", f"{key}: {value}", 1)
     assert models != MODELS
     with pytest.raises(ConfigError) as info:
-        load_catalog(write_config(tmp_path, models))
+        catalog_from(tmp_path, models, ROUTING)
     assert needle in str(info.value)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipeline.catalog import Catalog, ConfigError, load_catalog
+from pipeline.catalog import Catalog, ConfigError
 from pipeline.contracts.models import (
     AttemptOutcome,
     CompletionRequest,
@@ -18,6 +18,7 @@ from pipeline.stages.call import CallContext, call_with_fallback
 from pipeline.stages.reply import build_reply, usage_events
 from pipeline.stages.route import RoutePlan, RouteRefusal, plan_route
 from pipeline.transport.provider import MockProvider, ProviderError, ProviderResponse
+from tests.catalogs import catalog_from
 
 MODELS = """
 models:
@@ -34,15 +35,9 @@ routes:
 """
 
 
-def write_config(d: Path, models: str = MODELS) -> Path:
-    (d / "models.yaml").write_text(models)
-    (d / "routing.yaml").write_text(ROUTING)
-    return d
-
-
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
-    return load_catalog(write_config(tmp_path_factory.mktemp("cfg")))
+    return catalog_from(tmp_path_factory.mktemp("cfg"), MODELS, ROUTING)
 
 
 def req(task: str = "cheapest", **kw: object) -> CompletionRequest:
@@ -162,7 +157,7 @@ def test_the_sdk_sends_fallbacks_and_keeps_an_empty_list_apart_from_absent() -> 
 def test_catalog_fallbacks_are_validated_at_load(tmp_path: Path, fallbacks: str, needle: str) -> None:
     models = MODELS.replace("fallbacks: [claude, pricey]", f"fallbacks: {fallbacks}")
     with pytest.raises(ConfigError) as info:
-        load_catalog(write_config(tmp_path, models))
+        catalog_from(tmp_path, models, ROUTING)
     assert needle in str(info.value)
 
 
