@@ -20,7 +20,7 @@ from typing import Any
 from pipeline.catalog.call_params import OWNED_PARAMS, check_params
 from pipeline.catalog.errors import ConfigError
 from pipeline.catalog.litellm_router import Notes, RouterMapping, map_settings
-from pipeline.catalog.models import LITELLM_RATE_FIELDS
+from pipeline.catalog.models import LITELLM_RATE_FIELDS, Price
 from pipeline.catalog.resilience import provider_of
 from pipeline.catalog.secrets import is_reference
 from pipeline.catalog.yaml_loader import read_yaml_mapping
@@ -213,11 +213,11 @@ def _info(first: _Entry, group: list[_Entry], notes: Notes) -> dict[str, Any]:
     window = info.get("max_input_tokens") or info.get("max_tokens")
     if window is not None:
         out["context_window"] = window
-    price = {ours: round(float(info[k]) * 1e6, 9) for k, ours in PRICE_FIELDS.items() if info.get(k) is not None}
-    if price:
-        if "input_per_mtok" not in price or "output_per_mtok" not in price:
+    rates = {k: info[k] for k in PRICE_FIELDS if info.get(k) is not None}
+    if rates:
+        if not {"input_cost_per_token", "output_cost_per_token"} <= rates.keys():
             raise ConfigError(notes.file, where, "a price needs both input_cost_per_token and output_cost_per_token")
-        out["price"] = price
+        out["price"] = Price.from_litellm(rates).model_dump(exclude_none=True)
         if any({k: e.info.get(k) for k in PRICE_FIELDS} != {k: info.get(k) for k in PRICE_FIELDS}
                for e in group[1:]):
             notes.warn(where, "deployments of one model have different prices: the first one's is used")
@@ -245,7 +245,7 @@ def _base_model_price(base_model: str, notes: Notes, where: str) -> dict[str, An
         raise ConfigError(notes.file, f"{where}.base_model", f"LiteLLM has no price for {base_model!r}; "
                           "name a model its price map knows (e.g. azure/gpt-4o), or set input_cost_per_token "
                           "and output_cost_per_token")
-    return {"price": {"output_per_mtok": 0.0, **{PRICE_FIELDS[k]: round(v * 1e6, 9) for k, v in rates.items()}}}
+    return {"price": Price.from_litellm(rates).model_dump(exclude_none=True)}
 
 
 def _check_priced(group: list[_Entry], deployments: list[dict[str, Any]], notes: Notes) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,14 @@ class Price(BaseModel):
     per_query: float | None = Field(
         default=None, ge=0, description="USD per query, for rerank models (Cohere: per search unit, one query of up "
                                         "to 100 documents); unset: LiteLLM's input_cost_per_query.")
+
+    @classmethod
+    def from_litellm(cls, rates: Mapping[str, float]) -> Price:
+        """From LiteLLM's per-token rate names (a model_info, its price map): x 1e6, rounded to
+        1e-9 USD per million (float noise), output 0 when none is given (embedding models)."""
+        fields = {LITELLM_RATE_FIELDS[k]: round(float(v) * 1e6, 9)
+                  for k, v in rates.items() if k in LITELLM_RATE_FIELDS}
+        return cls.model_validate({"output_per_mtok": 0.0, **fields})
 
 
 #: LiteLLM's per-token rate names (model_info, its price map) -> the Price fields they set (x 1e6).

@@ -93,10 +93,7 @@ def _map_price(litellm_model: str) -> Price | None:
     from pipeline.catalog.models import LITELLM_RATE_FIELDS, Price
 
     rates = litellm_rates(litellm_model, tuple(LITELLM_RATE_FIELDS), flat_only=True)
-    if rates is None:
-        return None
-    fields = {LITELLM_RATE_FIELDS[key]: value * 1e6 for key, value in rates.items()}
-    return Price(**{"output_per_mtok": 0.0, **fields})
+    return None if rates is None else Price.from_litellm(rates)
 
 
 def call_cost(spec: ModelSpec, prompt_tokens: int, completion_tokens: int, litellm_model: str | None = None) -> float:

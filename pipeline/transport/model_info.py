@@ -13,13 +13,22 @@ from pipeline.transport.provider import TokenUsage
 
 
 @lru_cache(maxsize=512)
-def token_prices(litellm_model: str) -> tuple[float, float] | None:
-    """(input, output) USD per token from LiteLLM's bundled map, or None when unmapped."""
+def _map_entry(litellm_model: str) -> dict[str, Any] | None:
+    """The model's entry in LiteLLM's bundled map (read once per model string), None when unmapped:
+    what every function below reads."""
     import litellm
 
     try:
-        info = litellm.get_model_info(litellm_model)
+        return dict(litellm.get_model_info(litellm_model))
     except Exception:  # LiteLLM raises several types for "not mapped"
+        return None
+
+
+@lru_cache(maxsize=512)
+def token_prices(litellm_model: str) -> tuple[float, float] | None:
+    """(input, output) USD per token from LiteLLM's bundled map, or None when unmapped."""
+    info = _map_entry(litellm_model)
+    if info is None:
         return None
     inp, out = info.get("input_cost_per_token"), info.get("output_cost_per_token")
     if inp is None or out is None:
@@ -30,12 +39,7 @@ def token_prices(litellm_model: str) -> tuple[float, float] | None:
 @lru_cache(maxsize=512)
 def query_price(litellm_model: str) -> float | None:
     """USD per query (rerank search unit) from LiteLLM's bundled map (`input_cost_per_query`), or None."""
-    import litellm
-
-    try:
-        value = litellm.get_model_info(litellm_model).get("input_cost_per_query")
-    except Exception:  # LiteLLM raises several types for "not mapped"
-        return None
+    value = (_map_entry(litellm_model) or {}).get("input_cost_per_query")
     return float(value) if isinstance(value, int | float) else None
 
 
@@ -72,11 +76,8 @@ _CAPABILITY_FLAGS = {"supports_function_calling": "tools", "supports_response_sc
 @lru_cache(maxsize=512)
 def max_input_tokens(litellm_model: str) -> int | None:
     """The model's context window in LiteLLM's bundled map (max input tokens), None when unmapped."""
-    import litellm
-
-    try:
-        info = litellm.get_model_info(litellm_model)
-    except Exception:  # LiteLLM raises several types for "not mapped"
+    info = _map_entry(litellm_model)
+    if info is None:
         return None
     found = info.get("max_input_tokens") or info.get("max_tokens")
     return int(found) if isinstance(found, int | float) and found > 0 else None
@@ -86,11 +87,8 @@ def max_input_tokens(litellm_model: str) -> int | None:
 def model_capabilities(litellm_model: str) -> frozenset[str] | None:
     """Catalog capabilities LiteLLM's bundled map states for a model (None: unmapped), for a
     LiteLLM config whose entries do not say (the proxy sends tools to any model)."""
-    import litellm
-
-    try:
-        info = litellm.get_model_info(litellm_model)
-    except Exception:  # LiteLLM raises several types for "not mapped"
+    info = _map_entry(litellm_model)
+    if info is None:
         return None
     found = {cap for flag, cap in _CAPABILITY_FLAGS.items() if info.get(flag)}
     if info.get("mode") == "embedding":
@@ -110,11 +108,8 @@ def litellm_rates(litellm_model: str, keys: tuple[str, ...], *, flat_only: bool 
     ...) its bundled map sets for a model; None when the map has no input price. `flat_only`: None
     too when the map prices anything beyond `keys` (long-context tiers, per-second or per-character
     rates...), which only LiteLLM's calculator (`litellm_cost`) gets right."""
-    import litellm
-
-    try:
-        info = litellm.get_model_info(litellm_model)
-    except Exception:  # LiteLLM raises several types for "not mapped"
+    info = _map_entry(litellm_model)
+    if info is None:
         return None
     rates: dict[str, float] = {}
     for key, value in info.items():
